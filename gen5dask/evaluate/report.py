@@ -1,0 +1,430 @@
+"""The self-contained HTML report of a run, and ``report/metrics.json``.
+
+:func:`build_report` writes ``OUTPUT_DIR/report/index.html``: one page, figures embedded as
+base64 PNG, no external resources, reading top down — summary and verdict, gates, populations and
+brightness, calibration, region map, training curves, ROC and scores, completeness, anchors, rings,
+decision tree, effective config. Each section whose input is missing says "not run"; a section
+whose input cannot be read says so with the error, and the rest of the page is still written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from gen5dask.config.ablation import DecisionConfig
+from gen5dask.config.report import ReportConfig
+from gen5dask.evaluate import plots
+from gen5dask.evaluate.decision import decide
+from gen5dask.evaluate.stats import to_jsonable
+from gen5dask.paths import OutputLayout
+
+__all__ = ["SECTIONS", "build_report", "write_metrics_json"]
+
+log = logging.getLogger(__name__)
+
+SECTIONS = (
+    ("summary", "Summary and verdict"),
+    ("gates", "Gates"),
+    ("populations", "Populations and brightness"),
+    ("calibration", "Injection brightness calibration"),
+    ("regions", "Region map"),
+    ("training", "Training curves"),
+    ("roc", "ROC and score distributions"),
+    ("completeness", "Completeness (selection function)"),
+    ("anchors", "Anchors"),
+    ("rings", "Synthetic rings and score saturation"),
+    ("decision", "Decision tree"),
+    ("config", "Effective config"),
+)
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #aaa;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0;font-size:90%}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
+th{background:#eee}.pass{background:#dfd}.fail{background:#fdd}.na{background:#eee}
+.notrun{color:#888;font-style:italic}.error{color:#a00}.verdict{font-size:130%;font-weight:bold}
+img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:85%}
+.gallery{display:grid;gap:6px}.gallery div{font-size:75%;text-align:center}
+nav a{margin-right:.8em}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _img(png: bytes, alt: str) -> str:
+    b64 = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _notrun(what: str) -> str:
+    return f'<p class="notrun">not run: {_e(what)}</p>'
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(t, float | int | None) for t in v):
+        return f"[{_fmt(v[0])}, {_fmt(v[1])}]"
+    return str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence], classes: Sequence[str] | None = None
+           ) -> str:
+    h = "".join(f"<th>{_e(c)}</th>" for c in header)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in r) + "</tr>")
+    return f"<table><tr>{h}</tr>{''.join(body)}</table>"
+
+
+def _passclass(p) -> str:
+    return "na" if p is None else ("pass" if p else "fail")
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# sections: each returns the HTML body of its section
+# ---------------------------------------------------------------------------------------------
+_SUMMARY_KEYS = (
+    ("auc", "injection AUC"),
+    ("recall_at_fpr_0.01", "injection recall @ FPR 1%"),
+    ("recall_at_fpr_0.001", "injection recall @ FPR 0.1%"),
+    ("tpr0", "TPR0"),
+    ("tpr10", "TPR10"),
+    ("tier_a_recall_at_fpr_0.01", "Tier-A recall @ FPR 1%"),
+    ("tier_a_n", "n Tier-A"),
+    ("stress_recall_at_fpr_0.01", "stress recall @ FPR 1%"),
+    ("stress_n", "n stress"),
+    ("ring_median_score", "ring median p_lens"),
+    ("spearman_score_vs_thetae_over_psf", "Spearman rho (p, theta_E/PSF)"),
+    ("threshold_at_fpr_0.01", "threshold @ FPR 1%"),
+    ("n_negatives_at_threshold", "N negatives"),
+)
+
+
+def _summary(ctx: dict) -> str:
+    metrics, decision = ctx["metrics"], ctx["decision"]
+    out = [f'<p class="verdict">Verdict: {_e(decision.get("branch"))}</p>']
+    band = decision.get("recall_band")
+    out.append(f"<p>Tier-A recall band (final arm): <b>{_e(band or 'not decided')}</b>. "
+               f"Primary metric (also the checkpoint-selection metric): "
+               f"<code>{_e(ctx['primary_metric'])}</code>.</p>")
+    if decision.get("missing_arms"):
+        out.append(f"<p>Missing arms: {_e(', '.join(decision['missing_arms']))}</p>")
+    if not metrics:
+        out.append(_notrun("no arm was evaluated (no scores)"))
+    else:
+        arms = list(metrics)
+        rows = []
+        for key, label in _SUMMARY_KEYS:
+            row = [("* " if key == ctx["primary_metric"] else "") + label]
+            for a in arms:
+                v, w = metrics[a].get(key), metrics[a].get(f"{key}_wilson")
+                row.append(_fmt(v) + (f" {_fmt(w)}" if w else ""))
+            rows.append(row)
+        out.append(_table(["metric (Wilson 95%)"] + arms, rows))
+    sc = decision.get("success_criteria", [])
+    if sc:
+        out.append("<h3>Success criteria</h3>")
+        out.append(_table(["criterion", "passed", "value", "threshold", "detail"],
+                          [[c["name"], c["passed"], c["value"], c["threshold"], c["detail"]]
+                           for c in sc], [_passclass(c["passed"]) for c in sc]))
+    return "\n".join(out)
+
+
+def _gates(ctx: dict) -> str:
+    p = ctx["layout"].gates_json
+    if not p.exists():
+        return _notrun(f"{p.name} not found (audit/gates not run)")
+    g = _read_json(p)
+    if isinstance(g, dict):
+        g = g.get("gates", [g])
+    if not g:
+        return "<p>No gates recorded.</p>"
+    rows = [[x.get("name"), x.get("passed"), x.get("blocking"), x.get("value"),
+             x.get("threshold"), x.get("detail")] for x in g]
+    n_fail = sum(1 for x in g if x.get("passed") is False)
+    n_block = sum(1 for x in g if x.get("passed") is False and x.get("blocking"))
+    return (f"<p>{len(g)} gates, {n_fail} failed ({n_block} blocking).</p>"
+            + _table(["gate", "passed", "blocking", "value", "threshold", "detail"], rows,
+                     [_passclass(x.get("passed")) for x in g]))
+
+
+def _populations(ctx: dict) -> str:
+    p = ctx["layout"].audit_dir / "audit.json"
+    if not p.exists():
+        return _notrun(f"audit/{p.name} not found (audit not run)")
+    audit = _read_json(p)
+    b = audit.get("brightness") if isinstance(audit, dict) else None
+    if not b:
+        return _notrun("audit.json has no 'brightness' entry")
+    out = []
+    pops = b.get("populations") if isinstance(b, dict) else None
+    if isinstance(pops, dict) and pops:
+        vals = {k: v for k, v in pops.items() if isinstance(v, list)}
+        if vals:
+            out.append(_img(plots.brightness_png(vals, quantity=b.get(
+                "quantity", "core brightness (nanomaggies)"), dpi=ctx["dpi"]),
+                "brightness populations"))
+    comps = {k: v for k, v in b.items() if isinstance(v, dict) and "median_ratio" in v}
+    comps.update({k: v for k, v in (b.get("comparisons") or {}).items() if isinstance(v, dict)})
+    if comps:
+        keys = ("n_a", "n_b", "median_a", "iqr_a", "median_b", "iqr_b", "median_ratio",
+                "median_ratio_ci", "ks_p", "ad_p", "cliffs_delta")
+        out.append(_table(["comparison", *keys],
+                          [[name] + [c.get(k) for k in keys] for name, c in comps.items()]))
+    if not out:
+        out.append("<pre>" + _e(json.dumps(b, indent=1)[:20000]) + "</pre>")
+    return "\n".join(out)
+
+
+def _calibration(ctx: dict) -> str:
+    p = ctx["layout"].calibration_json
+    if not p.exists():
+        return _notrun(f"{p.name} not found (calibrate not run)")
+    c = _read_json(p)
+    out = [_img(plots.calibration_png(c, dpi=ctx["dpi"]), "calibration target vs achieved")]
+    out.append(f"<p>n = {_e(_fmt(c.get('n')))}; bound hits = {_e(_fmt(c.get('bound_hits')))}"
+               "</p>")
+    return "\n".join(out)
+
+
+def _regions(ctx: dict) -> str:
+    p = ctx["layout"].split_dir / "region_map.png"
+    if not p.exists():
+        return _notrun("split/region_map.png not found (split not run)")
+    return _img(p.read_bytes(), "region map")
+
+
+def _training(ctx: dict) -> str:
+    out = []
+    arms = list(dict.fromkeys(list(ctx["metrics"]) + ctx["extra_arms"]))
+    for arm in arms:
+        p = ctx["layout"].train_log(arm)
+        if p.exists():
+            recs = plots.read_jsonl(p)
+            out.append(f"<h3>{_e(arm)}</h3>")
+            out.append(_img(plots.training_curves_png(recs, title=f"training: {arm}",
+                                                      dpi=ctx["dpi"]), f"training {arm}"))
+    return "\n".join(out) if out else _notrun("no models/<arm>_log.jsonl found (train not run)")
+
+
+def _roc(ctx: dict) -> str:
+    m = ctx["metrics"]
+    if not m:
+        return _notrun("no arm metrics")
+    out = [_img(plots.roc_png({a: v.get("roc") for a, v in m.items()},
+                              fprs=next(iter(m.values())).get("fprs", (1e-2, 1e-3)),
+                              dpi=ctx["dpi"]), "ROC")]
+    for a, v in m.items():
+        if v.get("score_hist"):
+            out.append(_img(plots.score_hist_png(v["score_hist"], title=f"scores: {a}",
+                                                 dpi=ctx["dpi"]), f"scores {a}"))
+    return "\n".join(out)
+
+
+def _completeness(ctx: dict) -> str:
+    out = []
+    for a, v in ctx["metrics"].items():
+        c = v.get("completeness")
+        if not c:
+            continue
+        out.append(f"<h3>{_e(a)} (FPR {_e(_fmt(c.get('fpr')))}, threshold "
+                   f"{_e(_fmt(c.get('threshold')))})</h3>")
+        one = {k: c[k] for k in ("theta_e_over_psf", "arc_snr", "psfdepth_r") if k in c}
+        if one:
+            out.append(_img(plots.completeness_1d_png(one, title=f"completeness: {a}",
+                                                      dpi=ctx["dpi"]), f"completeness {a}"))
+        for k in ("theta_e_over_psf_x_arc_snr", "theta_e_over_psf_x_psfdepth_r"):
+            if k in c:
+                out.append(_img(plots.completeness_2d_png(c[k], dpi=ctx["dpi"]), f"{k} {a}"))
+        sa = (v.get("stratified_auc") or {}).get("arc_snr")
+        if sa:
+            out.append("<p>AUC stratified by arc_snr (all evaluation negatives):</p>")
+            out.append(_table(["arc_snr lo", "hi", "n injections", "AUC"],
+                              [[s["lo"], s["hi"], s["n_pos"], s["auc"]] for s in sa]))
+    return "\n".join(out) if out else _notrun("no completeness (no held-out injections scored)")
+
+
+def _anchors(ctx: dict) -> str:
+    out = []
+    cfg: ReportConfig = ctx["rcfg"]
+    gal = sorted(ctx["gallery"], key=lambda g: (str(g.get("tier", "")), -(g.get("score") or 0)))
+    gal = gal[: cfg.gallery_size]
+    if gal:
+        cells = []
+        for g in gal:
+            img = _img(g["png_bytes"], g.get("name", "")) if g.get("png_bytes") else ""
+            cells.append(f"<div>{img}<br>{_e(g.get('name', ''))}<br>tier {_e(g.get('tier', ''))}"
+                         f", p={_e(_fmt(g.get('score')))}</div>")
+        out.append(f'<div class="gallery" style="grid-template-columns:repeat('
+                   f'{cfg.gallery_columns},1fr)">' + "".join(cells) + "</div>")
+    else:
+        out.append(_notrun("no anchor gallery supplied"))
+    p = ctx["layout"].anchors_rejected_csv
+    out.append("<h3>Rejected anchors</h3>")
+    if not p.exists():
+        out.append(_notrun(f"{p.name} not found (anchors not run)"))
+    else:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        if df.empty:
+            out.append("<p>No anchor was rejected.</p>")
+        else:
+            shown = df.head(cfg.max_rejected_rows)
+            out.append(f"<p>{len(df)} rejected"
+                       + (f" (first {len(shown)} shown)" if len(shown) < len(df) else "") + "</p>")
+            out.append(_table(list(shown.columns), shown.to_numpy().tolist()))
+    return "\n".join(out)
+
+
+def _rings(ctx: dict) -> str:
+    m = ctx["metrics"]
+    if not m:
+        return _notrun("no arm metrics")
+    rows = []
+    for a, v in m.items():
+        fr = next((k for k in v if k.startswith("ring_frac_above_") and
+                   not k.endswith("_wilson")), None)
+        rows.append([a, v.get("ring_n"), v.get("ring_median_score"),
+                     v.get(fr) if fr else None, v.get(f"{fr}_wilson") if fr else None])
+    out = ["<p>Procedural synthetic rings (no lensing): a model that learned the lensing "
+           "morphology rather than 'bright ring' should give them low p_lens.</p>",
+           _table(["arm", "n rings", "median p_lens", "fraction above threshold", "Wilson"],
+                  rows)]
+    out.append("<h3>Score saturation</h3>")
+    srows = []
+    for a, v in m.items():
+        for g, s in (v.get("saturation") or {}).items():
+            if g != "thresholds" and isinstance(s, dict):
+                srows.append([a, g, s.get("n"), s.get("frac_above_high"),
+                              s.get("frac_below_low"), s.get("unique_frac")])
+    out.append(_table(["arm", "group", "n", "frac > high", "frac < low", "unique fraction"],
+                      srows))
+    return "\n".join(out)
+
+
+def _decision(ctx: dict) -> str:
+    d = ctx["decision"]
+    steps = "".join(f"<li>{_e(s)}</li>" for s in d.get("path", []))
+    return (f"<p>Branch taken: <b>{_e(d.get('branch'))}</b></p><ol>{steps}</ol>"
+            "<details><summary>numbers used</summary><pre>"
+            + _e(json.dumps(d.get("inputs", {}), indent=1)) + "</pre></details>")
+
+
+def _config(ctx: dict) -> str:
+    t = ctx["config_text"]
+    if not t:
+        return _notrun("no effective config supplied")
+    lim = ctx["rcfg"].config_max_chars
+    note = f"<p>(truncated to {lim} characters)</p>" if len(t) > lim else ""
+    return note + "<pre>" + _e(t[:lim]) + "</pre>"
+
+
+_BUILDERS: dict[str, Callable[[dict], str]] = {
+    "summary": _summary, "gates": _gates, "populations": _populations,
+    "calibration": _calibration, "regions": _regions, "training": _training, "roc": _roc,
+    "completeness": _completeness, "anchors": _anchors, "rings": _rings,
+    "decision": _decision, "config": _config,
+}
+
+
+def write_metrics_json(path: str | Path, *, metrics: dict, decision: dict,
+                       primary_metric: str) -> Path:
+    """Write ``{"arms", "decision", "success_criteria", "primary_metric"}`` as strict JSON (no
+    NaN: undefined numbers are null)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    doc = to_jsonable({"arms": metrics, "decision": decision,
+                       "success_criteria": decision.get("success_criteria", []),
+                       "primary_metric": primary_metric})
+    p.write_text(json.dumps(doc, indent=1, allow_nan=False))
+    return p
+
+
+def build_report(
+    output_dir: str | Path,
+    *,
+    metrics: dict,
+    config_text: str,
+    decision: dict | None = None,
+    decision_config: DecisionConfig | None = None,
+    gallery: Sequence[dict] = (),
+    report_config: ReportConfig | None = None,
+    primary_metric: str = "tier_a_recall_at_fpr_0.01",
+    arms: Sequence[str] = (),
+) -> Path:
+    """Write ``report/index.html`` and ``report/metrics.json`` under ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : path
+        The run's output directory (files found through :class:`gen5dask.paths.OutputLayout`).
+    metrics : dict
+        ``{arm: compute_arm_metrics(...)}`` (may be empty).
+    config_text : str
+        The effective config (YAML text), embedded verbatim.
+    decision : dict, optional
+        Output of :func:`gen5dask.evaluate.decision.decide`; computed from ``metrics`` and
+        ``decision_config`` when omitted.
+    decision_config : DecisionConfig, optional
+        Thresholds of the decision tree (defaults when omitted).
+    gallery : sequence of dict
+        Anchor cutouts ``{name, tier, score, png_bytes}`` (may be empty).
+    report_config : ReportConfig, optional
+        Title, gallery size, figure resolution.
+    primary_metric : str
+        Headline metric name (the checkpoint-selection metric; DESIGN §8 gate 8).
+    arms : sequence of str
+        Further arm names whose training logs to show even without metrics.
+
+    Returns
+    -------
+    Path
+        ``OUTPUT_DIR/report/index.html``.
+    """
+    layout = OutputLayout(output_dir)
+    rcfg = report_config or ReportConfig()
+    metrics = to_jsonable(dict(metrics))
+    if decision is None:
+        decision = decide(metrics, decision_config or DecisionConfig())
+    ctx = {"layout": layout, "metrics": metrics, "decision": decision, "rcfg": rcfg,
+           "dpi": rcfg.figure_dpi, "gallery": list(gallery), "config_text": config_text or "",
+           "primary_metric": primary_metric, "extra_arms": list(arms)}
+    parts = []
+    for sid, title in SECTIONS:
+        try:
+            body = _BUILDERS[sid](ctx)
+        except Exception as exc:  # a broken input must not lose the rest of the report
+            log.warning("report section %r failed: %s", sid, exc)
+            body = f'<p class="error">section failed: {_e(type(exc).__name__)}: {_e(exc)}</p>'
+        parts.append(f'<section id="{sid}"><h2>{_e(title)}</h2>\n{body}\n</section>')
+    nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t in SECTIONS)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_e(rcfg.title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{_e(rcfg.title)}</h1><p>Output directory: <code>{_e(layout.root)}</code>; "
+            f"generated {now}.</p><nav>{nav}</nav>\n" + "\n".join(parts) + "</body></html>\n")
+    layout.report_dir.mkdir(parents=True, exist_ok=True)
+    layout.report_html.write_text(page, encoding="utf-8")
+    write_metrics_json(layout.metrics_json, metrics=metrics, decision=decision,
+                       primary_metric=primary_metric)
+    return layout.report_html

@@ -1,0 +1,136 @@
+"""Plots and the self-contained HTML report on a tiny synthetic output directory."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+from gen5dask.config.report import ReportConfig
+from gen5dask.evaluate import plots
+from gen5dask.evaluate.metrics import compute_arm_metrics
+from gen5dask.evaluate.report import SECTIONS, build_report
+from gen5dask.evaluate.stats import compare_populations
+from gen5dask.paths import OutputLayout
+
+from .synth import make_scores
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return {a: compute_arm_metrics(make_scores(i, sep=1.0 + i), n_boot=30, seed=1)
+            for i, a in enumerate(["baseline", "masked", "remediated"])}
+
+
+def _populate(root):
+    lay = OutputLayout(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lay.gates_json.write_text(json.dumps([
+        {"name": "null_injection", "passed": True, "blocking": True, "value": 0.51,
+         "threshold": 0.6, "detail": "core-only AUC"},
+        {"name": "split_disjoint", "passed": False, "blocking": True, "value": 2,
+         "threshold": 0, "detail": "2 regions in two splits"},
+    ]))
+    rng = np.random.default_rng(0)
+    a, b = rng.lognormal(2, 0.5, 50), rng.lognormal(0, 0.5, 40)
+    lay.audit_dir.mkdir()
+    (lay.audit_dir / "audit.json").write_text(json.dumps({"brightness": {
+        "quantity": "core brightness (nmgy)",
+        "populations": {"training": a.tolist(), "anchors": b.tolist()},
+        "comparisons": {"training_vs_anchors": compare_populations(a, b, n_boot=20, seed=0)},
+    }}))
+    lay.calibration_json.write_text(json.dumps({
+        "bins": [0.8, 2, 8, 20, 1e6], "target_fractions": [0.4, 0.4, 0.15, 0.05],
+        "achieved_fractions": [0.38, 0.41, 0.16, 0.05], "n": 1000, "bound_hits": 3}))
+    lay.split_dir.mkdir()
+    (lay.split_dir / "region_map.png").write_bytes(plots.brightness_png({"x": [1.0, 2.0]}))
+    lay.models_dir.mkdir()
+    lay.train_log("baseline").write_text("\n".join(json.dumps(
+        {"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_auc": 0.8,
+         "lr": 1e-3, "samples_per_s": 500.0}) for e in range(4)) + "\n")
+    lay.anchors_rejected_csv.write_text("name,ra,dec,reason\nJ0101,1.0,2.0,off-centre\n")
+    return lay
+
+
+def _images(page):
+    return re.findall(r'<img alt="[^"]*" src="([^"]*)"', page)
+
+
+def test_report_full(tmp_path, metrics):
+    lay = _populate(tmp_path / "out")
+    gal = [{"name": "J0001", "tier": "A", "score": 0.9,
+            "png_bytes": plots.brightness_png({"a": [1.0]})}]
+    p = build_report(lay.root, metrics=metrics, config_text="seed: 3\nurl_note: <b>",
+                     gallery=gal, report_config=ReportConfig(title="T<1>"))
+    assert p == lay.report_html
+    page = p.read_text()
+    for _, title in SECTIONS:
+        assert f"<h2>{title}</h2>" in page
+    assert "section failed" not in page
+    assert "not run" not in page.split('id="anchors"')[0]  # everything upstream was present
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    imgs = _images(page)
+    assert len(imgs) >= 10
+    for src in imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
+    assert "T&lt;1&gt;" in page and "url_note: &lt;b&gt;" in page
+    assert "off-centre" in page and "split_disjoint" in page and "J0001" in page
+    assert "Verdict:" in page
+    doc = json.loads(lay.metrics_json.read_text())
+    assert set(doc) == {"arms", "decision", "success_criteria", "primary_metric"}
+    assert set(doc["arms"]) == {"baseline", "masked", "remediated"}
+    assert doc["success_criteria"] == doc["decision"]["success_criteria"]
+    assert "NaN" not in lay.metrics_json.read_text()
+
+
+def test_report_empty_output_dir_says_not_run(tmp_path):
+    p = build_report(tmp_path / "empty", metrics={}, config_text="")
+    page = p.read_text()
+    for _, title in SECTIONS:
+        assert f"<h2>{title}</h2>" in page
+    assert page.count("not run") >= 10
+    assert "section failed" not in page
+    doc = json.loads(OutputLayout(tmp_path / "empty").metrics_json.read_text())
+    assert doc["arms"] == {} and doc["decision"]["branch"] == "Undetermined"
+
+
+def test_report_survives_broken_input(tmp_path, metrics):
+    lay = OutputLayout(tmp_path / "broken")
+    lay.root.mkdir()
+    lay.gates_json.write_text("{not json")
+    page = build_report(lay.root, metrics=metrics, config_text="x").read_text()
+    gates = page.split('id="gates"')[1].split("</section>")[0]
+    assert "section failed" in gates and "JSONDecodeError" in gates
+    assert "Verdict:" in page
+
+
+def test_plots_return_png_and_save(tmp_path, metrics):
+    m = metrics["baseline"]
+    out = tmp_path / "f" / "roc.png"
+    data = plots.roc_png({"a": m["roc"], "b": None}, path=out)
+    assert data.startswith(PNG) and out.read_bytes() == data
+    assert plots.score_hist_png(m["score_hist"]).startswith(PNG)
+    c = m["completeness"]
+    assert plots.completeness_1d_png({"arc_snr": c["arc_snr"]}).startswith(PNG)
+    assert plots.completeness_2d_png(c["theta_e_over_psf_x_arc_snr"]).startswith(PNG)
+    assert plots.training_curves_png([{"epoch": 0, "train_loss": 1.0}]).startswith(PNG)
+    assert plots.brightness_png({"a": [-1.0, 0.0, 2.0], "b": []}).startswith(PNG)
+    with pytest.raises(ValueError, match="4 bins but 2 target"):
+        plots.calibration_png({"bins": [0, 1, 2, 3, 4], "target_fractions": [1, 0],
+                               "achieved_fractions": [1, 0, 0, 0]})
+
+
+def test_read_jsonl_names_bad_line(tmp_path):
+    p = tmp_path / "log.jsonl"
+    p.write_text('{"epoch": 0}\n\n[1]\n')
+    with pytest.raises(ValueError, match=r"log.jsonl:3: expected a JSON object"):
+        plots.read_jsonl(p)
+    p.write_text('{"epoch": 0}\n{bad\n')
+    with pytest.raises(ValueError, match=r"log.jsonl:2: not valid JSON"):
+        plots.read_jsonl(p)
