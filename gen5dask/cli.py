@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pixels", action="store_true", help="skip the NaN/inf pixel scan")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+    p = sub.add_parser("config", help="print the effective config (YAML) or the config reference")
+    _add_config_args(p)
+    p.add_argument("--reference", action="store_true", help="print every key with its meaning")
+
     p = sub.add_parser("job-script", help="print the SLURM/PBS job script of a cluster config")
     _add_config_args(p)
 
@@ -101,6 +105,18 @@ def _cmd_job_script(args) -> int:
     return 0
 
 
+def _cmd_config(args) -> int:
+    if args.reference:
+        from gen5dask.config.reference import reference_markdown
+
+        print(reference_markdown(), end="")
+        return 0
+    from gen5dask.provenance import config_yaml
+
+    print(config_yaml(_load(args)), end="")
+    return 0
+
+
 def _cmd_stage(args) -> int:
     from gen5dask.cluster import dask_client
     from gen5dask.stages import get_stage
@@ -131,7 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gen5dask.config import ConfigError
     from gen5dask.store import StoreError, StoreLockedError
 
-    handlers = {"info": _cmd_info, "run": _cmd_run, "job-script": _cmd_job_script}
+    handlers = {
+        "info": _cmd_info,
+        "run": _cmd_run,
+        "job-script": _cmd_job_script,
+        "config": _cmd_config,
+    }
     handler = handlers.get(args.command, _cmd_stage)
     user_errors = (
         UsageError,

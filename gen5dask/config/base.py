@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict
 class Section(BaseModel):
     """A config section. Unknown or mistyped keys raise a validation error naming the key."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
 
 
 __all__ = ["Section"]

@@ -1,9 +1,60 @@
-"""Config section `calibrate`."""
+"""Config section ``calibrate``: the target arc_snr distribution of calibrated injections."""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from gen5dask.config.base import Section
 
 
 class CalibrateConfig(Section):
-    """Settings of the `calibrate` stage."""
+    """Settings of the ``calibrate`` stage (writes ``OUTPUT_DIR/calibration.json``)."""
+
+    target: Literal["plan", "anchors"] = "plan"
+    """``plan``: the remediation plan's table (``bins``/``fractions``); ``anchors``: fractions
+    implied by the anchors' visibility proxy through a proxy -> arc_snr relation fitted on a
+    dry run of injections."""
+    bins: list[float] = Field(default_factory=lambda: [0.8, 2.0, 8.0, 20.0, 100.0])
+    """Edges of the arc_snr bins (integrated arc S/N, dimensionless), increasing; the last edge
+    caps the open "20+" bin. Targets are uniform within a bin."""
+    fractions: list[float] = Field(default_factory=lambda: [0.40, 0.40, 0.15, 0.05])
+    """Target fraction per bin (``target: plan``); must sum to 1."""
+    anchors: str | None = None
+    """Anchor store for ``target: anchors`` (default ``OUTPUT_DIR/anchors.zarr`` if it exists,
+    else the survey's samples of kind ``anchor``)."""
+    dry_run_n: int = Field(256, ge=8)
+    """Calibrated injections in the dry run (implied src_dmag, proxy relation)."""
+    dry_run_snr_range: tuple[float, float] = (0.8, 100.0)
+    """arc_snr range (log-uniform) of the dry-run injections used to fit the proxy relation."""
+    visibility_model: Literal["azimuthal_median", "none"] = "azimuthal_median"
+    """Lens-light model of the visibility proxy (``kernels.photometry.visibility_proxy``)."""
+    visibility_annulus: tuple[float, float] = (4.0, 16.0)
+    """Annulus (r_in, r_out) of the visibility proxy, pixels."""
+    plot: bool = True
+    """Write ``calibration/target_vs_achieved.png`` (and the proxy fit for ``anchors``)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> CalibrateConfig:
+        b = self.bins
+        if len(b) < 2 or any(not (b[i] < b[i + 1]) for i in range(len(b) - 1)) or b[0] < 0:
+            msg = f"calibrate.bins must be >= 2 increasing non-negative edges, got {b}"
+            raise ValueError(msg)
+        if len(self.fractions) != len(b) - 1:
+            msg = (
+                f"calibrate.fractions has {len(self.fractions)} values for {len(b) - 1} bins "
+                f"(calibrate.bins={b})"
+            )
+            raise ValueError(msg)
+        if any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6:
+            msg = f"calibrate.fractions must be >= 0 and sum to 1, got {self.fractions}"
+            raise ValueError(msg)
+        lo, hi = self.dry_run_snr_range
+        if not 0 < lo < hi:
+            msg = f"calibrate.dry_run_snr_range must satisfy 0 < lo < hi, got {(lo, hi)}"
+            raise ValueError(msg)
+        return self
+
+
+__all__ = ["CalibrateConfig"]

@@ -18,7 +18,7 @@ class ClusterConfig(Section):
     n_workers: int | None = None
     """Local worker processes (default: the machine's cores)."""
     threads_per_worker: int = 1
-    """Threads per worker process (kernels are single-threaded; keep 1 to avoid oversubscription)."""
+    """Threads per worker process (kernels are single-threaded; 1 avoids oversubscription)."""
     memory_limit: str = "auto"
     """Per-worker memory limit for LocalCluster (e.g. ``4GiB``)."""
     dashboard_address: str | None = ":0"

@@ -1,9 +1,110 @@
-"""Config section `inject`."""
+"""Config section ``inject``: lensed-arc injection into host cutouts (``train.zarr``)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, model_validator
+
 from gen5dask.config.base import Section
+
+Range = tuple[float, float]
+
+
+def _check_range(name: str, rng: Range, *, lo: float | None = None, hi: float | None = None):
+    a, b = rng
+    if not a <= b:
+        msg = f"inject.{name}: lower bound {a} > upper bound {b}"
+        raise ValueError(msg)
+    if lo is not None and a < lo:
+        msg = f"inject.{name}: lower bound {a} < allowed minimum {lo}"
+        raise ValueError(msg)
+    if hi is not None and b > hi:
+        msg = f"inject.{name}: upper bound {b} > allowed maximum {hi}"
+        raise ValueError(msg)
 
 
 class InjectConfig(Section):
-    """Settings of the `inject` stage."""
+    """Settings of the ``inject`` stage (parameter laws are uniform on the given ranges)."""
+
+    hosts: str | None = None
+    """Host store path. Default: ``OUTPUT_DIR/hosts.zarr`` if it exists (ingested real hosts),
+    else the mock survey ``OUTPUT_DIR/survey.zarr``. Only samples of kind ``host`` are used."""
+    brightness: Literal["uncalibrated", "calibrated", "both"] = "both"
+    """Source-brightness modes written (``inject_mode``); the ablation arms need ``both``."""
+    replicates: int = Field(1, ge=1, le=31)
+    """Injections per host and brightness mode (independent lens/source draws)."""
+    controls: Literal["paired", "unpaired"] = "paired"
+    """``paired``: every host also appears once unchanged as a control (label 0);
+    ``unpaired``: a random half of the hosts (exactly floor(n/2), keyed by seed) are controls
+    and only the other half receive injections."""
+    n_null: int = Field(16, ge=0)
+    """Hosts (chosen at random, keyed by seed) that also get a zero-flux null injection."""
+    store_arc: bool = False
+    """Store the noise-free injected arc (``arc`` variable, nanomaggies/pixel)."""
+    source_mode: Literal["sersic"] = "sersic"
+    """Source model: elliptical Sersic (real-galaxy sources are not wired in yet)."""
+    theta_e_range: Range = (0.5, 2.5)
+    """SIE Einstein radius theta_E, arcsec (uniform)."""
+    lens_q_range: Range = (0.5, 1.0)
+    """SIE axis ratio b/a (uniform)."""
+    shear_sigma: float = Field(0.05, ge=0.0)
+    """External shear: g1, g2 ~ N(0, shear_sigma) each (dimensionless)."""
+    src_pos_max_frac: float = Field(1.0, gt=0.0)
+    """Source position uniform in area within a disk of radius src_pos_max_frac * theta_E."""
+    src_n_range: Range = (0.5, 4.0)
+    """Source Sersic index (uniform; 0.5 <= n <= 8)."""
+    src_reff_range: Range = (0.05, 0.5)
+    """Source Sersic R_eff along the intermediate axis, arcsec (uniform)."""
+    src_q_range: Range = (0.3, 1.0)
+    """Source axis ratio (uniform)."""
+    src_gr_range: Range = (0.0, 0.8)
+    """Source colour g - r, mag (uniform; blue star-forming)."""
+    src_rz_range: Range = (-0.2, 0.6)
+    """Source colour r - z, mag (uniform)."""
+    uncalibrated_dmag_range: Range = (1.0, 3.5)
+    """``uncalibrated`` mode: src_dmag = source r mag - host r mag, mag (uniform). The default
+    reproduces the remediation plan's "Current" arc_snr mix (mostly bright arcs) on the mock."""
+    calibrated_dmag_bounds: Range = (-1.0, 6.0)
+    """``calibrated`` mode: the solved src_dmag is clipped to these bounds, mag; clipped rows
+    get quality ``bound_hit_bright`` / ``bound_hit_faint``."""
+    psf_beta: float = Field(3.5, gt=1.0)
+    """Moffat beta of the PSF (FWHM from the host's ``psfsize``)."""
+    supersample: int = Field(3, ge=1, le=9)
+    """Sub-pixels per pixel side when rendering the lensed source."""
+    poisson: bool = True
+    """Add the photon (shot) noise of the injected light: exact Poisson counts of
+    ``arc * gain`` electrons (``kernels.noise.add_noise`` with no sky term -- the host cutout
+    already carries the sky noise, so none is added twice)."""
+    gain: float = Field(3000.0, gt=0.0)
+    """Electrons per nanomaggy of the coadd for the shot-noise term (order of magnitude of a
+    DR10 grz coadd of a few DECam exposures)."""
+    host_mag_aperture_pix: float = Field(8.0, gt=0.0)
+    """When the host store has no ``host_mag_r``: host r flux = sum over r < R of (pixel -
+    median of the annulus R <= r < R + 8), R in pixels; mag = 22.5 - 2.5 log10(flux)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> InjectConfig:
+        _check_range("theta_e_range", self.theta_e_range, lo=0.0)
+        if self.theta_e_range[0] <= 0:
+            msg = "inject.theta_e_range: theta_E must be > 0 arcsec"
+            raise ValueError(msg)
+        _check_range("lens_q_range", self.lens_q_range, lo=1e-3, hi=1.0)
+        _check_range("src_n_range", self.src_n_range, lo=0.5, hi=8.0)
+        _check_range("src_reff_range", self.src_reff_range, lo=1e-3)
+        _check_range("src_q_range", self.src_q_range, lo=1e-3, hi=1.0)
+        _check_range("src_gr_range", self.src_gr_range)
+        _check_range("src_rz_range", self.src_rz_range)
+        _check_range("uncalibrated_dmag_range", self.uncalibrated_dmag_range)
+        _check_range("calibrated_dmag_bounds", self.calibrated_dmag_bounds)
+        return self
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """Brightness modes written, in output order."""
+        if self.brightness == "both":
+            return ("uncalibrated", "calibrated")
+        return (self.brightness,)
+
+
+__all__ = ["InjectConfig"]

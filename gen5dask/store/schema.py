@@ -71,6 +71,7 @@ QUALITY = (
     "no_good_pixels",
     "partial_overlap",
     "psf_from_default",
+    "invvar_from_psfdepth",
 )
 
 TRUTH_VARS = (

@@ -1,0 +1,1 @@
+"""Anchor catalogues: lenscat and user lists, cross-match, tiers and coordinate validation."""

@@ -1,0 +1,523 @@
+"""Train one ablation arm: AdamW + per-batch cosine/one-cycle schedule, checkpoints, selection.
+
+Flow of :func:`train_arm`:
+
+1. build the arm's training and validation selections (:func:`gen5dask.train.dataset.
+   arm_selection`) and the metadata standardisation (training-selection mean/std);
+2. seed torch/numpy from (seed, arm); resume from the newest checkpoint of
+   ``cfg.layout.checkpoint_dir(arm)`` if its fingerprint (train config, arm, seed, input stores)
+   matches, else start fresh;
+3. each epoch: stream the training set (augmented), step the optimiser, evaluate the val set
+   (no augmentation), log a JSON line, write a checkpoint (model, optimiser, schedule, torch and
+   numpy RNG states, epoch, best-so-far, history);
+4. select the epoch with the best ``train.selection_metric`` (``val_auc``: higher is better;
+   ``val_loss``: lower is better), stop early after ``early_stopping_patience`` epochs without
+   improvement, and write ``cfg.layout.model(arm)``: a dict of tensors and primitives loadable
+   with ``torch.load(path, weights_only=True)``.
+
+On CPU the run is exactly resumable: training 2 epochs straight equals training 1, resuming
+and training 1 more (same weights bit for bit), because the data order and augmentation are
+keyed by (seed, epoch) and the RNG states are checkpointed. Under DDP (torchrun) only rank 0
+writes files; every rank computes the same validation metrics from gathered scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from gen5dask import __version__
+from gen5dask.kernels.rng import key
+from gen5dask.provenance import config_hash, config_yaml, git_sha, utc_now
+from gen5dask.store import fingerprint
+from gen5dask.train.augment import EvalTransform, TrainTransform
+from gen5dask.train.dataset import ArmData, StampStream, arm_selection, make_loader
+from gen5dask.train.models import arch_spec, build_model
+
+HIGHER_IS_BETTER = {"val_auc": True, "val_loss": False}
+KEEP_CHECKPOINTS = 2
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        msg = "device 'cuda' requested but torch.cuda.is_available() is False"
+        raise RuntimeError(msg)
+    return torch.device(name)
+
+
+class LRSchedule:
+    """Per-batch learning rate as a pure function of training progress (identical on all ranks).
+
+    Progress ``p = (epoch + batch / n_batches) / epochs`` in [0, 1). ``cosine``: ``lr_min +
+    (lr - lr_min) (1 + cos(pi p)) / 2``; ``onecycle``: linear warm-up from ``lr / 25`` to ``lr``
+    over ``p < warmup_frac``, then the cosine over the rest.
+    """
+
+    def __init__(self, *, lr: float, epochs: int, kind: str = "cosine", warmup_frac: float = 0.1,
+                 min_lr_frac: float = 0.01):
+        self.lr, self.epochs, self.kind = float(lr), int(epochs), kind
+        self.warmup_frac, self.min_lr_frac = float(warmup_frac), float(min_lr_frac)
+        self.last_lr = float(lr)
+
+    def lr_at(self, epoch: int, batch: int, n_batches: int) -> float:
+        p = (epoch + batch / max(n_batches, 1)) / self.epochs
+        lo = self.lr * self.min_lr_frac
+        if self.kind == "onecycle" and self.warmup_frac > 0:
+            if p < self.warmup_frac:
+                start = self.lr / 25.0
+                return start + (self.lr - start) * p / self.warmup_frac
+            p = (p - self.warmup_frac) / (1.0 - self.warmup_frac)
+        return lo + (self.lr - lo) * 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0)))
+
+    def apply(self, optimizer: torch.optim.Optimizer, epoch: int, batch: int,
+              n_batches: int) -> float:
+        self.last_lr = self.lr_at(epoch, batch, n_batches)
+        for g in optimizer.param_groups:
+            g["lr"] = self.last_lr
+        return self.last_lr
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def _is_dist() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _rank_world() -> tuple[int, int]:
+    if _is_dist():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    if not _is_dist():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _gather(arr: np.ndarray) -> np.ndarray:
+    if not _is_dist():
+        return arr
+    parts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, arr)
+    return np.concatenate(parts)
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type == "cuda" and precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def predict_logits(model: torch.nn.Module, loader, device: torch.device, *,
+                   precision: str = "fp32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eval-mode logits of every batch of ``loader``: ``(sample ids, labels, logits)``."""
+    model.eval()
+    ids, labels, logits = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"].to(device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            meta = batch["meta"].to(device)
+            with _autocast(device, precision):
+                out = model(x, meta if meta.shape[1] else None)
+            logits.append(out.float().cpu().numpy())
+            labels.append(batch["label"].numpy())
+            ids.append(batch["sample"].numpy())
+    if not logits:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return np.concatenate(ids), np.concatenate(labels), np.concatenate(logits)
+
+
+def binary_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """Mean BCE-with-logits loss and ROC AUC (NaN when one class is absent)."""
+    if labels.size == 0:
+        return {"loss": math.nan, "auc": math.nan}
+    lt = torch.from_numpy(logits.astype(np.float64))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        lt, torch.from_numpy(labels.astype(np.float64))).item()
+    auc = math.nan
+    if 0 < labels.sum() < labels.size:
+        auc = float(roc_auc_score(labels, logits))
+    return {"loss": float(loss), "auc": auc}
+
+
+def meta_standardisation(data: ArmData, n_meta: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (std 0 -> 1) of the metadata columns over a training selection."""
+    if n_meta == 0:
+        return np.zeros(0, np.float32), np.ones(0, np.float32)
+    meta = np.concatenate([s.meta for s in data.selections]).astype(np.float64)
+    if not np.isfinite(meta).all():
+        bad = np.flatnonzero(~np.isfinite(meta).all(axis=0)).tolist()
+        msg = f"train.metadata_columns: non-finite values in column index(es) {bad}"
+        raise ValueError(msg)
+    mean = meta.mean(axis=0)
+    std = meta.std(axis=0)
+    std[~(std > 0)] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _store_parents(cfg, arm) -> list[dict]:
+    out = [fingerprint(cfg.layout.train)]
+    if arm.hard_negatives and Path(cfg.layout.hardneg).exists():
+        out.append(fingerprint(cfg.layout.hardneg))
+    return out
+
+
+def arm_fingerprint(cfg, arm, parents: list[dict]) -> str:
+    """Hash deciding whether a checkpoint/model belongs to this training run."""
+    return config_hash({
+        "train": cfg.train.model_dump(mode="json", exclude={"progress", "num_workers", "arms"}),
+        "arm": arm.model_dump(mode="json"), "seed": cfg.seed, "stamp_size": cfg.stamp_size,
+        "bands": list(cfg.bands),
+        "parents": [{k: p.get(k) for k in ("path", "config_hash", "n_samples")} for p in parents],
+    })
+
+
+def _checkpoints(ckdir: Path) -> list[Path]:
+    return sorted(ckdir.glob("epoch_*.pt"))
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _plot_curves(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a1.plot(ep, [h["val_loss"] for h in history], "s-", label="val")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("BCE loss")
+    a1.legend()
+    a2.plot(ep, [h["val_auc"] for h in history], "o-")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("val AUC")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def curves_path(cfg, arm_name: str) -> Path:
+    """PNG of the training curves of an arm (next to its log)."""
+    return cfg.layout.models_dir / f"{arm_name}_curves.png"
+
+
+def _numpy_state_to(state) -> dict:
+    """numpy's global RNG state as tensors and primitives (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = state
+    return {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_from(d: dict):
+    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"],
+            d["cached"])
+
+
+def train_arm(
+    cfg,
+    arm,
+    *,
+    provenance: dict | None = None,
+    stop_after: int | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Train one arm and write its model file (rank 0).
+
+    Parameters
+    ----------
+    cfg : gen5dask.config.Config
+        Run configuration (``train`` section, seed, layout).
+    arm : gen5dask.config.ablation.ArmConfig
+        The arm (brightness, hard_negatives, center_mask).
+    provenance : dict, optional
+        Extra primitive-only provenance stored in the model file (e.g. gate overrides).
+    stop_after : int, optional
+        Run at most this many epochs in this call, then return (checkpointed; a later call
+        resumes). Used to test and to split long runs.
+    progress : bool, optional
+        Progress bar (default ``cfg.train.progress``).
+
+    Returns
+    -------
+    dict
+        ``status`` ("done" or "paused"), ``model`` path, ``best_epoch``, ``selection_metric``,
+        ``selection_value``, ``history`` (list of log rows), ``counts``.
+    """
+    tc = cfg.train
+    rank, world = _rank_world()
+    device = resolve_device(tc.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(tc.torch_threads or os.cpu_count() or 1)
+    show = (tc.progress if progress is None else progress) and rank == 0
+    layout = cfg.layout
+    parents = _store_parents(cfg, arm)
+    fp = arm_fingerprint(cfg, arm, parents)
+
+    tables: dict = {}
+    common = {
+        "train_path": layout.train, "hardneg_path": layout.hardneg,
+        "inject_mode": arm.brightness, "hard_negatives": arm.hard_negatives,
+        "metadata_columns": tc.metadata_columns, "seed": cfg.seed, "tables": tables,
+    }
+    tr = arm_selection(split="train", hard_negative_fraction=tc.hard_negative_fraction,
+                       positive_fraction=tc.positive_fraction, **common)
+    va = arm_selection(split="val", **common)
+    for what, d in (("train", tr), ("val", va)):
+        n_pos = d.counts["injection"]
+        n_neg = d.counts["control"] + d.counts["hard_negative"]
+        if n_pos == 0 or n_neg == 0:
+            msg = (
+                f"arm {arm.name!r}: the {what} split has {n_pos} positives (injections, "
+                f"inject_mode {arm.brightness!r}) and {n_neg} negatives in {layout.train}; "
+                "run the inject and split stages first"
+            )
+            raise ValueError(msg)
+    n_meta = len(tc.metadata_columns)
+    meta_mean, meta_std = meta_standardisation(tr, n_meta)
+
+    aug = TrainTransform(
+        seed=cfg.seed, rotate_flip=tc.rotate_flip, mask=arm.center_mask,
+        mask_prob=tc.center_mask_prob, mask_law=tc.center_mask_law,
+        mask_rmin=tc.center_mask_rmin, mask_rmax=tc.center_mask_rmax,
+        mask_annulus=tc.center_mask_annulus, pixscale=cfg.pixscale,
+        r_outer=tc.norm_r_outer, clip=tc.norm_clip,
+    )
+    evt = EvalTransform(r_outer=tc.norm_r_outer, clip=tc.norm_clip)
+    train_stream = StampStream(tr.selections, batch_size=tc.batch_size, seed=cfg.seed,
+                               shuffle=True, shuffle_buffer=tc.shuffle_buffer, transform=aug,
+                               meta_mean=meta_mean, meta_std=meta_std)
+    val_stream = StampStream(va.selections, batch_size=tc.eval_batch_size, seed=cfg.seed,
+                             shuffle=False, transform=evt, meta_mean=meta_mean,
+                             meta_std=meta_std)
+    pin = device.type == "cuda"
+    train_loader = make_loader(train_stream, num_workers=tc.num_workers, pin_memory=pin)
+    val_loader = make_loader(val_stream, num_workers=tc.num_workers, pin_memory=pin)
+
+    init_seed = key(cfg.seed, f"train_init:{arm.name}", 0) & 0x7FFFFFFFFFFFFFFF
+    torch.manual_seed(init_seed)
+    np.random.seed(init_seed % (2**32))  # noqa: NPY002 - global state for third-party code
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    spec = arch_spec(tc.model, in_channels=len(cfg.bands), n_meta=n_meta)
+    model = build_model(spec).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = LRSchedule(lr=tc.lr, epochs=tc.epochs, kind=tc.schedule,
+                       warmup_frac=tc.warmup_frac, min_lr_frac=tc.min_lr_frac)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tc.precision == "fp16")
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    metric = tc.selection_metric
+    higher = HIGHER_IS_BETTER[metric]
+    ckdir = layout.checkpoint_dir(arm.name)
+    start_epoch, history, best, bad_epochs = 0, [], None, 0
+    cks = _checkpoints(ckdir)
+    if cks:
+        ck = torch.load(cks[-1], map_location="cpu", weights_only=True)
+        if ck.get("fingerprint") == fp:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["schedule"])
+            if ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            torch.set_rng_state(ck["torch_rng"])
+            np.random.set_state(_numpy_state_from(ck["numpy_rng"]))  # noqa: NPY002
+            start_epoch, history = int(ck["epoch"]), list(ck["history"])
+            best, bad_epochs = ck["best"], int(ck["bad_epochs"])
+            if rank == 0:
+                print(f"[train {arm.name}] resuming after epoch {start_epoch} from {cks[-1]}",
+                      file=sys.stderr)
+        elif rank == 0:
+            print(f"[train {arm.name}] checkpoints in {ckdir} belong to another configuration; "
+                  "starting fresh", file=sys.stderr)
+            for p in cks:
+                p.unlink()
+    log_path = layout.train_log(arm.name)
+    if rank == 0:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    stopped = best is not None and tc.early_stopping_patience is not None and (
+        bad_epochs >= tc.early_stopping_patience)
+    epochs_run = 0
+    epoch = start_epoch
+    while epoch < tc.epochs and not stopped:
+        if stop_after is not None and epochs_run >= stop_after:
+            return {"status": "paused", "epoch": epoch, "history": history,
+                    "counts": {"train": tr.counts, "val": va.counts}}
+        t0 = time.perf_counter()
+        net.train()
+        train_stream.set_epoch(epoch)
+        nb = train_stream.num_batches()
+        wait = 0.0
+        loss_sum, n_seen = 0.0, 0
+        bar = tqdm(total=nb, desc=f"{arm.name} epoch {epoch + 1}/{tc.epochs}", unit="batch",
+                   disable=not show, file=sys.stderr, leave=False)
+        t_w = time.perf_counter()
+        for j, batch in enumerate(train_loader):
+            wait += time.perf_counter() - t_w
+            sched.apply(opt, epoch, j, nb)
+            x = batch["image"].to(device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = batch["label"].to(device, non_blocking=True)
+            meta = batch["meta"].to(device, non_blocking=True)
+            with _autocast(device, tc.precision):
+                logits = net(x, meta if n_meta else None)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            n = int(y.shape[0])
+            loss_sum += float(loss.detach()) * n
+            n_seen += n
+            el = time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / max(n_seen, 1):.4f}",
+                            samples_s=f"{n_seen / max(el, 1e-9):.0f}")
+            t_w = time.perf_counter()
+        bar.close()
+        loss_sum, n_all = _all_sum([loss_sum, float(n_seen)], device)
+        train_seconds = time.perf_counter() - t0
+        val_stream.set_epoch(epoch)
+        _, vlab, vlog = predict_logits(model, val_loader, device, precision=tc.precision)
+        vlab, vlog = _gather(vlab), _gather(vlog)
+        vm = binary_metrics(vlab, vlog)
+        seconds = time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1, "train_loss": loss_sum / max(n_all, 1.0),
+            "val_loss": vm["loss"], "val_auc": vm["auc"], "lr": sched.last_lr,
+            "samples_per_s": n_all / max(train_seconds, 1e-9), "seconds": seconds,
+            "data_wait_frac": wait / max(train_seconds, 1e-9), "n_train": int(n_all),
+            "n_val": int(vlab.size),
+        }
+        history.append(row)
+        value = row[metric]
+        improved = best is None or (
+            math.isfinite(value)
+            and (not math.isfinite(best["value"])
+                 or (value > best["value"] if higher else value < best["value"])))
+        if improved:
+            best = {"value": value, "epoch": epoch + 1,
+                    "state_dict": {k: v.detach().cpu().clone()
+                                   for k, v in model.state_dict().items()}}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        epoch += 1
+        epochs_run += 1
+        stopped = tc.early_stopping_patience is not None and bad_epochs >= (
+            tc.early_stopping_patience)
+        if rank == 0:
+            with log_path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"[train {arm.name}] epoch {epoch}: " + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                if k != "epoch"), file=sys.stderr)
+            _atomic_save({
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "schedule": sched.state_dict(), "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_state_to(np.random.get_state()),  # noqa: NPY002
+                "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
+                "fingerprint": fp, "arm": arm.name,
+            }, ckdir / f"epoch_{epoch:03d}.pt")
+            for old in _checkpoints(ckdir)[:-KEEP_CHECKPOINTS]:
+                old.unlink()
+            _plot_curves(history, curves_path(cfg, arm.name), f"{arm.name} ({tc.model})")
+        if _is_dist():
+            torch.distributed.barrier()
+
+    out = layout.model(arm.name)
+    result = {"status": "done", "model": str(out), "best_epoch": best["epoch"],
+              "selection_metric": metric, "selection_value": best["value"],
+              "history": history, "counts": {"train": tr.counts, "val": va.counts},
+              "early_stopped": bool(stopped and epoch < tc.epochs)}
+    if rank == 0:
+        payload = {
+            "state_dict": best["state_dict"],
+            "arch": spec,
+            "arm": arm.model_dump(mode="json"),
+            "selection_metric": metric,
+            "selection_value": float(best["value"]),
+            "epoch": int(best["epoch"]),
+            "epochs_run": int(epoch),
+            "early_stopped": result["early_stopped"],
+            "norm": {"function": "gen5dask.kernels.normalize.normalize_stamps",
+                     "r_outer": float(tc.norm_r_outer), "clip": float(tc.norm_clip)},
+            "metadata_columns": list(tc.metadata_columns),
+            "meta_mean": [float(v) for v in meta_mean],
+            "meta_std": [float(v) for v in meta_std],
+            "bands": list(cfg.bands),
+            "stamp_size": int(cfg.stamp_size),
+            "config": config_yaml(cfg),
+            "fingerprint": fp,
+            "history": history,
+            "provenance": {
+                "gen5dask_version": __version__, "git_sha": git_sha(), "created": utc_now(),
+                "seed": int(cfg.seed), "parents": json.dumps(parents, default=str),
+                "counts": json.dumps(result["counts"]), "world_size": int(world),
+                "device": str(device), "metadata_columns": list(tc.metadata_columns),
+                **(provenance or {}),
+            },
+        }
+        _atomic_save(payload, out)
+    return result
+
+
+def load_model_file(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
+    """Load a model file with ``weights_only=True`` (tensors and primitives only)."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "LRSchedule",
+    "arm_fingerprint",
+    "binary_metrics",
+    "curves_path",
+    "load_model_file",
+    "meta_standardisation",
+    "predict_logits",
+    "resolve_device",
+    "train_arm",
+]

@@ -1,0 +1,151 @@
+"""Streaming dataset: selection, epoch plan, exactly-once across workers and ranks."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from gen5dask.train.augment import EvalTransform
+from gen5dask.train.dataset import (
+    StampStream,
+    arm_selection,
+    keyed_subsample,
+    make_loader,
+    plan_epoch,
+    select_rows,
+    store_table,
+)
+
+
+def _ids(loader):
+    out, sizes = [], []
+    for b in loader:
+        out.append(b["sample"].numpy())
+        sizes.append(len(b["sample"]))
+    return (np.concatenate(out) if out else np.zeros(0, np.int64)), sizes
+
+
+def test_select_rows(stores):
+    t = store_table(stores / "train.zarr")
+    m = select_rows(t, kinds=["injection"], splits=["train"], inject_modes=["calibrated"])
+    assert m.sum() == 24
+    assert set(t.loc[m, "inject_mode"]) == {"calibrated"}
+    h = store_table(stores / "hardneg.zarr")
+    assert select_rows(h, kinds=["hard_negative"], eval_only=1).sum() == 10
+
+
+def test_arm_selection_excludes_eval_slice_and_hits_fraction(stores):
+    d = arm_selection(train_path=stores / "train.zarr", hardneg_path=stores / "hardneg.zarr",
+                      split="train", inject_mode="calibrated", hard_negatives=True,
+                      hard_negative_fraction=0.15, seed=1)
+    assert d.counts["injection"] == 24 and d.counts["control"] == 24
+    # floor(0.15 / 0.85 * 24) = 4 of the 20 available training-slice hard negatives
+    assert d.counts["hard_negative"] == 4
+    hn = [s for s in d.selections if "hardneg" in s.name][0]
+    h = store_table(stores / "hardneg.zarr")
+    assert (h.iloc[hn.rows]["eval_only"] == 0).all() and (h.iloc[hn.rows]["split"] == "train").all()
+    # deterministic
+    d2 = arm_selection(train_path=stores / "train.zarr", hardneg_path=stores / "hardneg.zarr",
+                       split="train", inject_mode="calibrated", hard_negatives=True,
+                       hard_negative_fraction=0.15, seed=1)
+    hn2 = [s for s in d2.selections if "hardneg" in s.name][0]
+    assert np.array_equal(hn.sample, hn2.sample)
+    # validation keeps every training-slice val hard negative, never the eval slice
+    v = arm_selection(train_path=stores / "train.zarr", hardneg_path=stores / "hardneg.zarr",
+                      split="val", inject_mode="calibrated", hard_negatives=True, seed=1)
+    assert v.counts["hard_negative"] == 6
+
+
+def test_positive_fraction_balances(stores):
+    d = arm_selection(train_path=stores / "train.zarr", hardneg_path=None, split="train",
+                      inject_mode="uncalibrated", hard_negatives=False, positive_fraction=0.25,
+                      seed=1)
+    assert d.counts["injection"] == 8 and d.counts["control"] == 24
+
+
+def test_keyed_subsample_is_order_free_and_nested():
+    ids = np.arange(1000, 1100)
+    a = keyed_subsample(ids, 10, seed=3, what="x")
+    b = keyed_subsample(ids[::-1], 10, seed=3, what="x")[::-1]
+    assert np.array_equal(a, b) and a.sum() == 10
+    assert (keyed_subsample(ids, 30, seed=3, what="x") >= a).all()
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+def test_plan_epoch_partitions_units(world, workers):
+    sizes = [16, 3, 16, 7, 16, 1, 9, 12, 16, 5]
+    plan = plan_epoch(sizes, seed=1, epoch=2, shuffle=True, world_size=world,
+                      num_workers=workers, batch_size=8)
+    seen = sorted(u for units, _ in plan.values() for u in units)
+    assert seen == list(range(len(sizes)))
+    per_rank = collections.Counter()
+    for (r, _w), (units, bsz) in plan.items():
+        assert sum(bsz) == sum(sizes[u] for u in units)
+        assert all(0 < s <= 8 for s in bsz)
+        per_rank[r] += len(bsz)
+    assert len(set(per_rank.values())) == 1  # same number of batches on every rank
+
+
+def test_plan_epoch_order_depends_on_epoch():
+    sizes = [4] * 20
+    a = plan_epoch(sizes, seed=1, epoch=0, shuffle=True, batch_size=4)[(0, 0)][0]
+    b = plan_epoch(sizes, seed=1, epoch=1, shuffle=True, batch_size=4)[(0, 0)][0]
+    c = plan_epoch(sizes, seed=1, epoch=1, shuffle=True, batch_size=4)[(0, 0)][0]
+    assert a != b and b == c
+
+
+def _stream(stores, **kw):
+    d = arm_selection(train_path=stores / "train.zarr", hardneg_path=stores / "hardneg.zarr",
+                      split="train", inject_mode="uncalibrated", hard_negatives=True,
+                      hard_negative_fraction=0.3, seed=1)
+    s = StampStream(d.selections, batch_size=7, seed=5, shuffle=True, shuffle_buffer=10,
+                    transform=EvalTransform(), **kw)
+    return d, s
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+def test_each_sample_once_per_epoch_any_workers(stores, workers):
+    d, s = _stream(stores)
+    want = np.sort(np.concatenate([x.sample for x in d.selections]))
+    loader = make_loader(s, num_workers=workers)
+    for epoch in (0, 1):
+        s.set_epoch(epoch)
+        got, sizes = _ids(loader)
+        assert np.array_equal(np.sort(got), want)  # multiset equality: no repeats, no misses
+        assert len(sizes) == s.num_batches()
+
+
+def test_each_sample_once_across_two_ranks(stores):
+    d, _ = _stream(stores)
+    want = np.sort(np.concatenate([x.sample for x in d.selections]))
+    for workers in (0, 2):
+        parts, nbatches = [], []
+        for rank in (0, 1):
+            _, s = _stream(stores, rank=rank, world_size=2)
+            s.set_epoch(3)
+            ids, sizes = _ids(make_loader(s, num_workers=workers))
+            parts.append(ids)
+            nbatches.append(len(sizes))
+        assert np.intersect1d(parts[0], parts[1]).size == 0
+        assert np.array_equal(np.sort(np.concatenate(parts)), want)
+        assert nbatches[0] == nbatches[1]
+
+
+def test_shuffle_changes_order_and_labels_follow_samples(stores):
+    d, s = _stream(stores)
+    s.set_epoch(0)
+    b0 = list(make_loader(s))
+    s.set_epoch(1)
+    b1 = list(make_loader(s))
+    i0 = np.concatenate([b["sample"].numpy() for b in b0])
+    i1 = np.concatenate([b["sample"].numpy() for b in b1])
+    assert not np.array_equal(i0, i1)
+    lab = {int(i): float(lab) for x in d.selections for i, lab in zip(x.sample, x.label,
+                                                                       strict=True)}
+    for b in b0:
+        for i, lab_ in zip(b["sample"].numpy(), b["label"].numpy(), strict=True):
+            assert lab[int(i)] == lab_
+    assert b0[0]["image"].dtype.is_floating_point and b0[0]["image"].shape[1:] == (3, 32, 32)
