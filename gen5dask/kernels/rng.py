@@ -81,16 +81,19 @@ def keys_for(seed, stage, sample_ids, replicate, epoch):
     return out
 
 
-def key(seed: int, stage: str, sample_id: int, replicate: int = 0, epoch: int = 0) -> int:
-    """Python-int key for one sample (see :func:`mix_key`)."""
-    return int(mix_key(int(seed), stage_id(stage), int(sample_id), int(replicate), int(epoch)))
+def key(seed: int, stage: str, sample_id: int, replicate: int = 0, epoch: int = 0) -> np.uint64:
+    """uint64 key for one sample (see :func:`mix_key`); pass it to :func:`uniform`."""
+    return np.uint64(
+        mix_key(int(seed), stage_id(stage), int(sample_id), int(replicate), int(epoch))
+    )
 
 
 def generator(
     seed: int, stage: str, sample_id: int, replicate: int = 0, epoch: int = 0
 ) -> np.random.Generator:
     """A numpy Generator (Philox) whose stream depends only on the key components."""
-    return np.random.Generator(np.random.Philox(key=key(seed, stage, sample_id, replicate, epoch)))
+    k = int(key(seed, stage, sample_id, replicate, epoch))
+    return np.random.Generator(np.random.Philox(key=k))
 
 
 __all__ = [
