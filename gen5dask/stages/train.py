@@ -14,17 +14,16 @@ every rank calls this and only rank 0 writes.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
+from gen5dask import gates as gates_mod
 from gen5dask.store import StoreError, is_complete
 
 
 def check_gates(cfg) -> dict:
-    """Read gates.json and enforce blocking gates.
+    """Enforce the blocking gates of ``gates.json`` (via :mod:`gen5dask.gates`) before training.
 
     Returns
     -------
@@ -36,39 +35,18 @@ def check_gates(cfg) -> dict:
     ------
     RuntimeError
         Naming every failed blocking gate that is not overridden.
-    ValueError
-        If gates.json is not a list of gate records.
     """
     path = Path(cfg.layout.gates_json)
+    refused = gates_mod.check_gates(cfg)
+    if refused:
+        raise RuntimeError("training refused: " + gates_mod.failure_message(refused, path))
     if not path.exists():
-        warnings.warn(f"{path} not found (audit not run?): training without gate checks",
-                      stacklevel=2)
         print(f"[train] warning: {path} not found; gates not checked", file=sys.stderr)
         return {"gates_status": "absent", "gates_overridden": [], "gates_failed_nonblocking": []}
-    try:
-        gates = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        msg = f"{path}: not valid JSON ({exc})"
-        raise ValueError(msg) from None
-    if isinstance(gates, dict) and "gates" in gates:
-        gates = gates["gates"]
-    if not isinstance(gates, list) or not all(isinstance(g, dict) and "name" in g for g in gates):
-        msg = f"{path}: expected a list of {{name, passed, blocking, ...}} records"
-        raise ValueError(msg)
-    failed_blocking = [g["name"] for g in gates
-                       if g.get("passed") is False and g.get("blocking", True)]
-    override = set(cfg.gates.override)
-    blocked = [n for n in failed_blocking if n not in override]
-    if blocked:
-        msg = (
-            f"training refused: blocking gate(s) failed: {', '.join(blocked)} (see {path}); "
-            "fix the cause, or allow them explicitly with gates.override: [" + ", ".join(blocked)
-            + "]"
-        )
-        raise RuntimeError(msg)
-    used = [n for n in failed_blocking if n in override]
-    nonblocking = [g["name"] for g in gates if g.get("passed") is False
-                   and not g.get("blocking", True)]
+    records = gates_mod.load_gates(path)
+    used = gates_mod.blocking_failures(records)
+    nonblocking = [g["name"] for g in records if g.get("passed") is False
+                   and not g.get("blocking")]
     return {"gates_status": "overridden" if used else "passed", "gates_overridden": used,
             "gates_failed_nonblocking": nonblocking}
 
