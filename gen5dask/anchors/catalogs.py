@@ -201,18 +201,17 @@ def classify_origin(ref: str, *, desi_native, stress, secondary) -> str:
 
 
 def assign_tier(origin: str, grade: str) -> str:
-    """Tier rule: A = confident DESI-native or other confirmed; B = probable DESI-native;
-    ``secondary`` = cross-survey sets; ``stress`` = SLACS/BELLS."""
+    """Tier rule: ``stress`` = SLACS/BELLS; ``secondary`` = cross-survey sets (SuGOHI, DES, ...);
+    otherwise A for the highest grades (confident / A / confirmed) and B for probable / B;
+    anything else is ``secondary``."""
     grade = str(grade).lower()
-    if origin == "stress":
-        return "stress"
-    if origin == "secondary":
-        return "secondary"
+    if origin in ("stress", "secondary"):
+        return origin
     if grade in ("confident", "a", "confirmed"):
         return "A"
-    if origin == "desi" and grade in ("probable", "b"):
+    if grade in ("probable", "b"):
         return "B"
-    return "secondary" if origin == "other" else "B"
+    return "secondary"
 
 
 __all__ = [

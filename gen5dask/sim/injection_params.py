@@ -1,0 +1,270 @@
+"""Parameter distributions of injected lenses and sources (DESIGN §4-5).
+
+Every draw is a pure function of ``(seed, "inject", host id, replicate, mode)``: the key is
+:func:`gen5dask.kernels.rng.mix_key` with the stage id of ``"inject"``, the host's sample id,
+the replicate number and the brightness-mode code (its index in
+:data:`gen5dask.store.schema.INJECT_MODES`: uncalibrated 1, calibrated 2, null 3) in the epoch
+slot; each parameter uses its own fixed counter of that stream (:data:`COUNTERS`). Draws are
+therefore bit-identical for any chunking, worker count or processing order.
+
+Laws (``InjectConfig`` ranges, all uniform unless stated):
+
+* ``theta_e`` (arcsec), ``lens_q``, ``lens_pa`` ~ U[0, pi) rad;
+* ``shear_g1``, ``shear_g2`` ~ N(0, shear_sigma);
+* source position uniform in area in a disk of radius ``src_pos_max_frac * theta_e``
+  (``src_x``, ``src_y`` arcsec in the stamp frame);
+* ``src_n``, ``src_reff`` (arcsec), ``src_q``, ``src_pa`` ~ U[0, pi) rad, ``src_gr``,
+  ``src_rz`` (mag);
+* ``src_dmag`` ~ U[uncalibrated_dmag_range] (mode uncalibrated only, NaN otherwise);
+* ``target_arc_snr`` ~ :class:`TargetDistribution` (mode calibrated only, NaN otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gen5dask.kernels._jit import jit
+from gen5dask.kernels.rng import mix_key, normal, stage_id, uniform
+from gen5dask.store.schema import INJECT_MODES
+
+#: Stage name of every injection draw.
+STAGE = "inject"
+#: Stage name of the noise keys of injected light.
+NOISE_STAGE = "inject.noise"
+#: Mode name -> code used in the key (index in ``INJECT_MODES``).
+MODE_CODES: dict[str, int] = {m: i for i, m in enumerate(INJECT_MODES) if m}
+
+#: Counter of each uniform draw in a sample's stream.
+COUNTERS: dict[str, int] = {
+    "theta_e": 0,
+    "lens_q": 1,
+    "lens_pa": 2,
+    "src_r": 3,
+    "src_phi": 4,
+    "src_n": 5,
+    "src_reff": 6,
+    "src_q": 7,
+    "src_pa": 8,
+    "src_gr": 9,
+    "src_rz": 10,
+    "src_dmag": 11,
+    "target_bin": 12,
+    "target_within": 13,
+}
+#: Counters of the standard-normal draws (``rng.normal`` uses uniforms 2c and 2c + 1, so these
+#: start above every uniform counter).
+NORMAL_COUNTERS: dict[str, int] = {"shear_g1": 16, "shear_g2": 17}
+
+_N_UNIFORM = len(COUNTERS)
+
+
+@jit
+def _draw_kernel(seed, stage, host_ids, replicates, modes, n_uniform, c_g1, c_g2, u_out, g_out):
+    for i in range(host_ids.shape[0]):
+        k = mix_key(seed, stage, host_ids[i], replicates[i], modes[i])
+        for c in range(n_uniform):
+            u_out[i, c] = uniform(k, c)
+        g_out[i, 0] = normal(k, c_g1)
+        g_out[i, 1] = normal(k, c_g2)
+
+
+@jit
+def _keys_kernel(seed, stage, host_ids, replicates, modes, out):
+    for i in range(host_ids.shape[0]):
+        out[i] = mix_key(seed, stage, host_ids[i], replicates[i], modes[i])
+
+
+def _as_i64(name: str, x, n: int | None = None) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.int64).reshape(-1))
+    if n is not None and arr.shape[0] != n:
+        msg = f"{name} must have one value per sample ({n}), got {arr.shape[0]}"
+        raise ValueError(msg)
+    return arr
+
+
+def mode_codes(modes: Sequence[str] | np.ndarray) -> np.ndarray:
+    """int64 codes of brightness-mode names (``uncalibrated``/``calibrated``/``null``)."""
+    out = np.empty(len(modes), dtype=np.int64)
+    for i, m in enumerate(modes):
+        try:
+            out[i] = MODE_CODES[str(m)]
+        except KeyError:
+            msg = f"unknown injection mode {m!r} at row {i}; known: {sorted(MODE_CODES)}"
+            raise ValueError(msg) from None
+    return out
+
+
+def noise_keys(seed: int, host_ids, replicates, modes) -> np.ndarray:
+    """uint64 noise keys ``mix_key(seed, stage_id("inject.noise"), host, replicate, mode)``."""
+    host_ids = _as_i64("host_ids", host_ids)
+    n = host_ids.shape[0]
+    out = np.empty(n, dtype=np.uint64)
+    _keys_kernel(
+        int(seed),
+        stage_id(NOISE_STAGE),
+        host_ids,
+        _as_i64("replicates", replicates, n),
+        _as_i64("modes", modes, n),
+        out,
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class TargetDistribution:
+    """Piecewise-uniform distribution of target ``arc_snr`` (dimensionless).
+
+    Parameters
+    ----------
+    bins : sequence of float
+        Increasing bin edges of arc_snr.
+    fractions : sequence of float
+        Probability of each bin (sums to 1); the density is uniform within a bin.
+    """
+
+    bins: tuple[float, ...]
+    fractions: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        b = np.asarray(self.bins, dtype=np.float64)
+        f = np.asarray(self.fractions, dtype=np.float64)
+        if b.ndim != 1 or b.size < 2 or np.any(np.diff(b) <= 0) or not np.all(np.isfinite(b)):
+            msg = f"bins must be >= 2 finite increasing edges, got {self.bins}"
+            raise ValueError(msg)
+        if f.shape != (b.size - 1,) or np.any(f < 0) or abs(f.sum() - 1.0) > 1e-6:
+            msg = f"fractions must be {b.size - 1} values >= 0 summing to 1, got {self.fractions}"
+            raise ValueError(msg)
+        object.__setattr__(self, "bins", tuple(float(v) for v in b))
+        object.__setattr__(self, "fractions", tuple(float(v) for v in f))
+
+    def sample(self, u_bin: np.ndarray, u_within: np.ndarray) -> np.ndarray:
+        """Targets from two uniforms in [0, 1): one picks the bin, one the place in it."""
+        b = np.asarray(self.bins)
+        cdf = np.cumsum(self.fractions)
+        cdf[-1] = 1.0
+        k = np.searchsorted(cdf, np.asarray(u_bin, dtype=np.float64), side="right")
+        k = np.minimum(k, len(self.fractions) - 1)
+        return b[k] + np.asarray(u_within, dtype=np.float64) * (b[k + 1] - b[k])
+
+    def fractions_of(self, values: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Fractions of finite ``values`` per bin, among those ``>= bins[0]``.
+
+        The last bin is open above (the plan's "20+"), so values beyond the last edge count in
+        it. Returns ``(fractions, n_in, n_below)``: ``n_below`` values fell under ``bins[0]``
+        (invisible arcs) and are left out of the fractions (NaN fractions when ``n_in == 0``).
+        """
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        b = np.asarray(self.bins)
+        below = v < b[0]
+        v = v[~below]
+        if v.size == 0:
+            return np.full(len(self.fractions), np.nan), 0, int(below.sum())
+        k = np.minimum(np.searchsorted(b, v, side="right") - 1, len(self.fractions) - 1)
+        counts = np.bincount(k, minlength=len(self.fractions))
+        return counts / v.size, int(v.size), int(below.sum())
+
+
+def _u(lo_hi: tuple[float, float], u: np.ndarray) -> np.ndarray:
+    lo, hi = lo_hi
+    return lo + (hi - lo) * u
+
+
+def draw_injection_params(
+    cfg,
+    *,
+    seed: int,
+    host_ids,
+    replicates,
+    modes,
+    target: TargetDistribution | None = None,
+) -> dict[str, np.ndarray]:
+    """Lens and source parameters for a batch of injections (vectorised, keyed draws).
+
+    Parameters
+    ----------
+    cfg : gen5dask.config.inject.InjectConfig
+        Parameter ranges.
+    seed : int
+        Run seed.
+    host_ids, replicates : array_like of int
+        Host sample id and replicate number of every injection, ``(n,)``.
+    modes : array_like of int
+        Mode codes (:data:`MODE_CODES`; see :func:`mode_codes`), ``(n,)``.
+    target : TargetDistribution, optional
+        Required when any mode is ``calibrated``.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        float64 ``(n,)`` each: ``theta_e``, ``src_x``, ``src_y``, ``src_reff`` (arcsec),
+        ``lens_q``, ``src_q``, ``src_n``, ``shear_g1``, ``shear_g2`` (1), ``lens_pa``,
+        ``src_pa`` (rad), ``src_gr``, ``src_rz`` (mag), ``src_dmag`` (mag; uncalibrated rows,
+        NaN elsewhere) and ``target_arc_snr`` (calibrated rows, NaN elsewhere).
+    """
+    host_ids = _as_i64("host_ids", host_ids)
+    n = host_ids.shape[0]
+    reps = _as_i64("replicates", replicates, n)
+    mcode = _as_i64("modes", modes, n)
+    u = np.empty((n, _N_UNIFORM), dtype=np.float64)
+    g = np.empty((n, 2), dtype=np.float64)
+    _draw_kernel(
+        int(seed),
+        stage_id(STAGE),
+        host_ids,
+        reps,
+        mcode,
+        _N_UNIFORM,
+        NORMAL_COUNTERS["shear_g1"],
+        NORMAL_COUNTERS["shear_g2"],
+        u,
+        g,
+    )
+    c = COUNTERS
+    theta_e = _u(cfg.theta_e_range, u[:, c["theta_e"]])
+    r = cfg.src_pos_max_frac * theta_e * np.sqrt(u[:, c["src_r"]])
+    phi = 2.0 * np.pi * u[:, c["src_phi"]]
+    out = {
+        "theta_e": theta_e,
+        "lens_q": _u(cfg.lens_q_range, u[:, c["lens_q"]]),
+        "lens_pa": np.pi * u[:, c["lens_pa"]],
+        "shear_g1": cfg.shear_sigma * g[:, 0],
+        "shear_g2": cfg.shear_sigma * g[:, 1],
+        "src_x": r * np.cos(phi),
+        "src_y": r * np.sin(phi),
+        "src_n": _u(cfg.src_n_range, u[:, c["src_n"]]),
+        "src_reff": _u(cfg.src_reff_range, u[:, c["src_reff"]]),
+        "src_q": _u(cfg.src_q_range, u[:, c["src_q"]]),
+        "src_pa": np.pi * u[:, c["src_pa"]],
+        "src_gr": _u(cfg.src_gr_range, u[:, c["src_gr"]]),
+        "src_rz": _u(cfg.src_rz_range, u[:, c["src_rz"]]),
+    }
+    uncal = mcode == MODE_CODES["uncalibrated"]
+    cal = mcode == MODE_CODES["calibrated"]
+    out["src_dmag"] = np.where(
+        uncal, _u(cfg.uncalibrated_dmag_range, u[:, c["src_dmag"]]), np.nan
+    )
+    tgt = np.full(n, np.nan)
+    if cal.any():
+        if target is None:
+            msg = "draw_injection_params: calibrated rows need a target distribution"
+            raise ValueError(msg)
+        tgt[cal] = target.sample(u[cal, c["target_bin"]], u[cal, c["target_within"]])
+    out["target_arc_snr"] = tgt
+    return out
+
+
+__all__ = [
+    "COUNTERS",
+    "MODE_CODES",
+    "NOISE_STAGE",
+    "NORMAL_COUNTERS",
+    "STAGE",
+    "TargetDistribution",
+    "draw_injection_params",
+    "mode_codes",
+    "noise_keys",
+]

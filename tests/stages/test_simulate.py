@@ -1,0 +1,206 @@
+"""End-to-end tests of ``gen5dask simulate`` on a tiny mock survey (stamp 32)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+
+from gen5dask.config import config_from_dict
+from gen5dask.kernels.photometry import core_brightness
+from gen5dask.sim import survey
+from gen5dask.stages.simulate import make_context, run_simulate
+from gen5dask.store import StoreError, read_attrs, read_samples, read_table, validate
+
+SMALL = {
+    "n_hosts": 40,
+    "n_anchors": 20,
+    "n_stress": 6,
+    "n_hard_negatives": 3,
+    "n_rings": 6,
+    "off_target_fraction": 0.1,
+}
+
+
+def _cfg(tmp_path, name="out", chunk=32, **sim):
+    return config_from_dict({
+        "output_dir": str(tmp_path / name),
+        "stamp_size": 32,
+        "chunk_size": chunk,
+        "seed": 11,
+        "simulate": {**SMALL, **sim},
+    })
+
+
+@pytest.fixture(scope="module")
+def survey_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim")
+    cfg = _cfg(tmp)
+    return cfg, run_simulate(cfg)
+
+
+def _all_arrays(path):
+    return read_samples(path, slice(None), None)
+
+
+def test_store_valid_with_configured_populations(survey_run):
+    cfg, path = survey_run
+    assert validate(path) == []
+    t = read_table(path)
+    counts = t.groupby("kind").size().to_dict()
+    assert counts == {"host": 40, "anchor": 20, "stress": 6, "hard_negative": 12, "ring": 6}
+    assert t.groupby("subtype").size()["off_target"] == 2
+    hn = t[t.kind == "hard_negative"].subtype.value_counts().to_dict()
+    assert hn == {"ring_galaxy": 3, "spiral": 3, "merger": 3, "edge_on": 3}
+    assert set(t[t.kind == "host"].subtype) == {"lrg"}
+    assert set(t[t.kind == "ring"].subtype) == {"procedural_ring"}
+    lab = t.groupby("kind").label.unique()
+    assert all(lab[k].tolist() == [1] for k in ("anchor", "stress"))
+    assert all(lab[k].tolist() == [0] for k in ("host", "hard_negative", "ring"))
+    assert (t[t.kind == "anchor"].tier == "A").sum() == 14  # round(0.7 * 20)
+    assert set(t[t.kind == "stress"].tier) == {"stress"}
+    # ids: population offset + index, unique
+    assert t["sample"].is_unique
+    np.testing.assert_array_equal(t[t.kind == "anchor"]["sample"], 1_000_000_000 + np.arange(20))
+    # observing conditions inside the configured ranges
+    assert t.psfdepth_r.between(23.6, 26.8).all()
+    for b in "grz":
+        assert t[f"psfsize_{b}"].between(0.75, 1.6).all()
+    assert read_attrs(path)["complete"]
+
+
+def test_truth_recorded_for_every_arc(survey_run):
+    _, path = survey_run
+    t = read_table(path)
+    lens = t[t.kind.isin(["anchor", "stress"]) & (t.subtype != "off_target")]
+    truth = ["theta_e", "lens_q", "lens_pa", "shear_g1", "shear_g2", "src_x", "src_y",
+             "src_dmag", "src_reff", "src_n", "src_q", "src_pa", "src_mag_r", "src_gr",
+             "src_rz", "magnification", "arc_snr", "arc_snr_peak"]
+    assert lens[truth].notna().all().all()
+    assert lens.theta_e[lens.kind == "anchor"].between(0.8, 2.5).all()
+    assert lens.theta_e[lens.kind == "stress"].between(0.8, 1.8).all()
+    assert (lens.magnification > 1).all()
+    np.testing.assert_allclose(lens.src_dmag, lens.src_mag_r - lens.host_mag_r, atol=1e-4)
+    others = t[t.kind.isin(["host", "hard_negative"]) | (t.subtype == "off_target")]
+    assert others[truth].isna().all().all()
+    assert t[t.kind == "stress"].host_mag_r.between(16.5, 18.5).all()
+    # arc S/N recomputed from the stored arc and invvar
+    from gen5dask.kernels.photometry import arc_snr
+
+    idx = np.flatnonzero(t.kind.isin(["anchor", "stress"]) & (t.subtype != "off_target"))
+    d = read_samples(path, idx, ["arc", "invvar"])
+    snr = arc_snr(d["arc"][:, 1], d["invvar"][:, 1])
+    np.testing.assert_allclose(snr.arc_snr, t.arc_snr.to_numpy()[idx], rtol=1e-6)
+
+
+def test_arc_snr_follows_target_table(survey_run):
+    cfg, path = survey_run
+    ctx = make_context(cfg)
+    t = read_table(path).set_index("sample")
+    ids = t.index[t.kind.isin(["anchor", "ring", "stress"]) & t.arc_snr.notna()]
+    models = [survey.sample_model(int(i), ctx) for i in ids]
+    got = t.loc[ids, "arc_snr"].to_numpy()
+    # every object's measured S/N lies in the table bin its target was drawn from
+    for m, v in zip(models, got, strict=True):
+        assert m.target_bin[0] <= v < m.target_bin[1], (m.sample_id, m.target_snr, v)
+    # and the targets of many anchors follow the table (chi-square, 3 dof)
+    sim = cfg.simulate.model_copy(update={"n_anchors": 1500, "off_target_fraction": 0.0})
+    big = survey.Context(**{**ctx.__dict__, "sim": sim})
+    targets = [survey.sample_model(1_000_000_000 + i, big).target_snr for i in range(1500)]
+    counts = np.histogram(targets, sim.arc_snr_bins)[0]
+    expected = 1500 * np.asarray(sim.arc_snr_fractions)
+    assert ((counts - expected) ** 2 / expected).sum() < 16.3
+
+
+def test_anchor_cores_fainter_than_hosts(survey_run):
+    cfg, path = survey_run
+    t = read_table(path)
+    hosts = np.flatnonzero(t.kind == "host")
+    anchors = np.flatnonzero((t.kind == "anchor") & (t.subtype != "off_target"))
+    ch = core_brightness(read_samples(path, hosts, ["image"])["image"][:, 1]).median_core
+    ca = core_brightness(read_samples(path, anchors, ["image"])["image"][:, 1]).median_core
+    # measured on the images the arcs sit inside the r < 8 px core, so the image ratio is
+    # below the deflector-light ratio (40x, tested noise-free in tests/sim)
+    assert np.median(ch) / np.median(ca) > 3.0
+    assert read_attrs(path)["simulate_anchor_mag_offset"] > 2.0
+
+
+def test_off_target_rows_show_empty_sky(survey_run):
+    cfg, path = survey_run
+    t = read_table(path)
+    off = np.flatnonzero(t.subtype == "off_target")
+    good = np.flatnonzero((t.kind == "anchor") & (t.subtype != "off_target"))
+    hosts = np.flatnonzero(t.kind == "host")
+
+    def centre_snr(idx):
+        d = read_samples(path, idx, ["image", "invvar"])
+        img, iv = d["image"][:, 1], d["invvar"][:, 1]
+        yy, xx = np.mgrid[:32, :32]
+        ap = np.hypot(yy - 16, xx - 16) < 3
+        ok = ap & (iv > 0)
+        return np.array([img[i][ok[i]].sum() / np.sqrt((1 / iv[i][ok[i]]).sum())
+                         for i in range(len(idx))])
+
+    assert np.all(np.abs(centre_snr(off)) < 5)
+    assert np.median(centre_snr(good)) > 5
+    assert np.all(centre_snr(hosts) > 20)
+    lst = pd.read_csv(cfg.layout.root / "mock" / "anchor_list.csv")
+    cat = pd.read_csv(cfg.layout.root / "mock" / "lens_catalog.csv")
+    assert list(lst.columns) == ["id", "name", "ra", "dec", "grade", "theta_e", "z_lens",
+                                 "z_source", "source"]
+    sep = SkyCoord(lst.ra.values * u.deg, lst.dec.values * u.deg).separation(
+        SkyCoord(cat.ra.values * u.deg, cat.dec.values * u.deg)).arcmin
+    is_off = lst.id.isin(t["sample"].to_numpy()[off]).to_numpy()
+    np.testing.assert_allclose(sep[is_off], 3.0, rtol=1e-4)  # CSV keeps 7 decimals
+    assert np.all(sep[~is_off] < 1e-4)
+    # the typed list matches the store's positions
+    np.testing.assert_allclose(lst.ra.values, t.ra.to_numpy()[t.kind == "anchor"], atol=1e-6)
+    assert (cfg.layout.root / "mock" / "stress_list.csv").exists()
+
+
+def test_bit_identical_across_chunking_and_workers(tmp_path, survey_run):
+    from distributed import Client, LocalCluster
+
+    cfg, ref_path = survey_run
+    ref = _all_arrays(ref_path)
+    cfg64 = _cfg(tmp_path, "c64", chunk=64)
+    other = _all_arrays(run_simulate(cfg64))
+    cfg_dask = _cfg(tmp_path, "dask", chunk=16)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        dsk = _all_arrays(run_simulate(cfg_dask, client))
+    for name, arr in ref.items():
+        np.testing.assert_array_equal(arr, other[name], err_msg=name)
+        np.testing.assert_array_equal(arr, dsk[name], err_msg=name)
+
+
+def test_resume_force_and_config_change(tmp_path):
+    cfg = _cfg(tmp_path, "r", n_hosts=5, n_anchors=2, n_stress=1, n_hard_negatives=1, n_rings=1,
+               off_target_fraction=0.0)
+    path = run_simulate(cfg)
+    before = _all_arrays(path)
+    assert run_simulate(cfg) == path  # complete: returned as is
+    changed = _cfg(tmp_path, "r", n_hosts=6, n_anchors=2, n_stress=1, n_hard_negatives=1,
+                   n_rings=1, off_target_fraction=0.0)
+    with pytest.raises(StoreError, match="force"):
+        run_simulate(changed)
+    again = _all_arrays(run_simulate(cfg, force=True))
+    for name, arr in before.items():
+        np.testing.assert_array_equal(arr, again[name], err_msg=name)
+
+
+def test_lenscat_positions(tmp_path):
+    pytest.importorskip("lenscat")
+    cfg = _cfg(tmp_path, "lc", n_hosts=2, n_anchors=5, n_stress=0, n_hard_negatives=0,
+               n_rings=0, anchor_positions="lenscat", off_target_fraction=0.0)
+    path = run_simulate(cfg)
+    lst = pd.read_csv(cfg.layout.root / "mock" / "anchor_list.csv")
+    assert lst.name.str.contains("DESI-").all()
+    assert not lst.source.str.contains("Lopes").any()
+    catalog = pd.read_csv(survey.lenscat_catalog_path())
+    names = catalog.name.astype(str).str.split(" | ", regex=False).str[0]
+    merged = lst.merge(pd.DataFrame({"name": names, "ra_c": catalog["RA [deg]"]}), on="name")
+    np.testing.assert_allclose(merged.ra, merged.ra_c, atol=1e-6)
+    assert read_attrs(path)["simulate_anchor_positions_used"] == "lenscat"
