@@ -53,9 +53,10 @@ class AnchorsConfig(Section):
     """Find each anchor's cutout by its ``id`` column or by position (within tolerance)."""
     include_survey_stress: bool = True
     """Also take the cutout store's ``stress`` population (SLACS/BELLS-like) as the stress set."""
-    centre_snr_min: float = Field(5.0, gt=0)
-    """Minimum r-band S/N within ``centre_radius_pix`` for "a source at the centre"."""
-    centre_radius_pix: float = Field(3.0, gt=0)
+    centre_snr_min: float = Field(3.0, gt=0)
+    """Minimum r-band S/N within ``centre_radius_pix`` for "a source at the centre" (empty sky
+    gives S/N ~ N(0, 1), so 3 accepts an empty cutout with probability ~0.1 %)."""
+    centre_radius_pix: float = Field(6.0, gt=0)
     """Aperture radius for the centre-source check, pixels."""
     min_anchors: int = Field(50, ge=0)
     """Minimum Tier-A sample size for paper-grade claims (plan: n >= 50)."""
