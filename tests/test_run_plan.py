@@ -72,3 +72,11 @@ def test_real_plan_covers_the_remediation_plan():
     ):
         assert stage in names
     assert names.index("calibrate") < names.index("inject") < names.index("split")
+
+
+def test_ingested_data_skips_simulate():
+    cfg = config_from_dict({"data": "ingested"})
+    plan = runmod.plan_for(cfg)
+    assert "simulate" not in [s.stage for s in plan]
+    assert all("simulate" not in s.after for s in plan)
+    assert [s.stage for s in runmod.plan_for(config_from_dict({}))][0] == "simulate"

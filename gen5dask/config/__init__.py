@@ -7,7 +7,7 @@ config are relative to the current working directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -52,6 +52,9 @@ class Config(Section):
     """Band set of every store."""
     pixscale: float = 0.262
     """Pixel scale, arcsec/pixel (DR10)."""
+    data: Literal["mock", "ingested"] = "mock"
+    """``mock``: ``run`` starts by simulating the mock DR10 survey; ``ingested``: ``run`` skips
+    ``simulate`` and works on stores made by ``fetch`` + ``ingest`` (see configs/dr10.yaml)."""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)

@@ -19,7 +19,7 @@ from typing import Any
 from gen5dask.provenance import config_hash, utc_now
 from gen5dask.stages import get_stage
 
-SHARED = ("seed", "stamp_size", "bands", "pixscale", "chunk_size")
+SHARED = ("seed", "stamp_size", "bands", "pixscale", "chunk_size", "data")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,17 @@ PLAN: tuple[Step, ...] = (
     Step("ablation", ("train", "score", "evaluate", "ablation", "gates"), ("audit",)),
     Step("report", ("report",), ("ablation",)),
 )
+
+
+def plan_for(cfg: Any) -> tuple[Step, ...]:
+    """The plan for this config: without ``simulate`` when ``data: ingested``."""
+    if cfg.data == "mock":
+        return PLAN
+    return tuple(
+        Step(s.stage, s.sections, tuple(a for a in s.after if a != "simulate"))
+        for s in PLAN
+        if s.stage != "simulate"
+    )
 
 
 def step_fingerprints(cfg: Any, plan: tuple[Step, ...] = PLAN) -> dict[str, str]:
@@ -90,9 +101,10 @@ def record_stage(cfg: Any, stage: str, fingerprint: str, output: Path, seconds: 
 
 
 def run_plan(
-    cfg: Any, client: Any = None, *, force: list[str] | tuple[str, ...] = (), plan=PLAN
+    cfg: Any, client: Any = None, *, force: list[str] | tuple[str, ...] = (), plan=None
 ) -> Path:
     """Run every step of the plan in order; return the report path (or the last output)."""
+    plan = plan_for(cfg) if plan is None else plan
     names = [s.stage for s in plan]
     bad = [f for f in force if f != "all" and f not in names]
     if bad:
@@ -127,4 +139,12 @@ def run_plan(
     return output
 
 
-__all__ = ["PLAN", "Step", "record_stage", "run_plan", "stage_done", "step_fingerprints"]
+__all__ = [
+    "PLAN",
+    "Step",
+    "plan_for",
+    "record_stage",
+    "run_plan",
+    "stage_done",
+    "step_fingerprints",
+]
