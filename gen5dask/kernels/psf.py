@@ -238,6 +238,22 @@ def convolve(image2d, kernel2d):
     return full[ry : ry + h, rx : rx + w].copy()
 
 
+def _even_fast_len(m: int) -> int:
+    """Smallest even FFT-friendly length >= ``m`` (even so the real-even DCT-I path applies)."""
+    n = scipy.fft.next_fast_len(m, real=True)
+    while n % 2:
+        n = scipy.fft.next_fast_len(n + 1, real=True)
+    return n
+
+
+def _is_mirror_symmetric(kernels: np.ndarray) -> bool:
+    """True if every kernel equals its flips along both axes exactly (e.g. a Moffat)."""
+    return bool(
+        np.array_equal(kernels, kernels[..., ::-1, :])
+        and np.array_equal(kernels, kernels[..., ::-1])
+    )
+
+
 def convolve_bands(region, kernels, amplitudes, *, stamp_shape, workers=1, dtype=np.float32):
     """Convolve unit-amplitude images with per-band kernels and scale them, for a chunk.
 
@@ -245,6 +261,13 @@ def convolve_bands(region, kernels, amplitudes, *, stamp_shape, workers=1, dtype
     every side (so light just outside the stamp is blurred into it); only the stamp is kept.
     The FFT length is at least ``H + K - 1`` per axis, so the result is exactly the linear
     convolution (no wrap-around reaches the stamp).
+
+    Implementation: the image spectrum is computed once per sample (``rfft`` along rows over
+    the non-zero rows only, then ``fft`` along columns); kernels that are mirror symmetric in
+    both axes (every Moffat) are centred on the origin, where their spectrum is real and even
+    and equals a 2-D DCT-I of one quadrant (about 4x cheaper than a full ``rfft2``); other
+    kernels use ``rfft2``. The inverse transform is pruned to the stamp rows before the final
+    ``irfft`` along rows.
 
     Parameters
     ----------
@@ -259,7 +282,7 @@ def convolve_bands(region, kernels, amplitudes, *, stamp_shape, workers=1, dtype
     workers : int, optional
         scipy.fft worker threads (keyword only), default 1.
     dtype : numpy dtype, optional
-        FFT precision (keyword only); float32 (default) is ~2x faster and exact to ~1e-7 of
+        FFT precision (keyword only); float32 (default) is ~2x faster and exact to ~1e-6 of
         the peak, ample for float32 stamps.
 
     Returns
@@ -273,18 +296,30 @@ def convolve_bands(region, kernels, amplitudes, *, stamp_shape, workers=1, dtype
     if py != h + k - 1 or px != w + k - 1:
         msg = f"region shape {region.shape} does not match stamp {stamp_shape} + kernel {k} - 1"
         raise ValueError(msg)
-    ny = scipy.fft.next_fast_len(py, real=True)
-    nx = scipy.fft.next_fast_len(px, real=True)
-    buf = np.zeros((n, ny, nx), dtype=dtype)
-    buf[:, :py, :px] = region
-    fa = scipy.fft.rfft2(buf, workers=workers)
-    kbuf = np.zeros((n, nband, ny, nx), dtype=dtype)
-    kbuf[:, :, :k, :k] = kernels * np.asarray(amplitudes, dtype=np.float64)[:, :, None, None]
-    fk = scipy.fft.rfft2(kbuf, workers=workers)
-    fk *= fa[:, None]
-    full = scipy.fft.irfft2(fk, s=(ny, nx), workers=workers)
-    r2 = k - 1
-    return full[..., r2 : r2 + h, r2 : r2 + w]
+    ny = _even_fast_len(py)
+    nx = _even_fast_len(px)
+    r = k // 2
+    amps = np.asarray(amplitudes, dtype=np.float64)[:, :, None, None]
+    # image spectrum (n, ny, nx // 2 + 1); rows beyond py are zero, so transform rows first
+    fa = scipy.fft.rfft(np.asarray(region, dtype=dtype), n=nx, axis=-1, workers=workers)
+    fa = scipy.fft.fft(fa, n=ny, axis=-2, workers=workers, overwrite_x=True)
+    if _is_mirror_symmetric(kernels):
+        # kernel centred on the origin: real, even spectrum = DCT-I of the quadrant
+        quad = np.asarray(kernels[..., r:, r:] * amps, dtype=dtype)
+        kq = scipy.fft.dct(quad, type=1, n=nx // 2 + 1, axis=-1, workers=workers)
+        kq = scipy.fft.dct(kq, type=1, n=ny // 2 + 1, axis=-2, workers=workers)
+        fk = np.concatenate([kq, kq[..., ny // 2 - 1 : 0 : -1, :]], axis=-2)
+        off = r  # output index o holds sum_u region[o - u] kernel[r + u]
+    else:
+        kbuf = np.zeros((n, nband, ny, nx), dtype=dtype)
+        kbuf[:, :, :k, :k] = kernels * amps
+        fk = scipy.fft.rfft2(kbuf, workers=workers)
+        off = 2 * r  # kernel at [0, K): the linear convolution is shifted by K - 1
+    fk = fk * fa[:, None]
+    # inverse: columns first, keep only the stamp rows, then the real transform along rows
+    g = scipy.fft.ifft(fk, axis=-2, workers=workers, overwrite_x=True)[..., off : off + h, :]
+    out = scipy.fft.irfft(g, n=nx, axis=-1, workers=workers)
+    return out[..., off : off + w]
 
 
 __all__ = [

@@ -129,3 +129,33 @@ def test_property_flux_conserved_when_inside(fwhm, y, x, flux):
     assert out.sum() == pytest.approx(flux, rel=1e-9)
     cy, cx = _centroid(out)
     assert abs(cy - y) < 0.01 and abs(cx - x) < 0.01
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize(("h", "w", "k"), [(12, 12, 5), (17, 10, 7), (9, 14, 1)])
+def test_convolve_bands_paths_match_direct_convolution(symmetric, h, w, k):
+    # Moffat kernels take the real-even (DCT-I) path, asymmetric ones the rfft2 path; both
+    # must equal the direct linear convolution, also for non-square stamps and odd FFT sizes
+    rng = np.random.default_rng(7)
+    region = rng.uniform(size=(3, h + k - 1, w + k - 1))
+    if symmetric:
+        kernels = np.stack([
+            np.stack([psf.moffat_kernel(f, size=k) for f in rng.uniform(0.8, 3.0, 2)])
+            for _ in range(3)
+        ])
+    else:
+        kernels = rng.uniform(size=(3, 2, k, k))
+        kernels /= kernels.sum(axis=(2, 3), keepdims=True)
+    assert psf._is_mirror_symmetric(kernels) == (symmetric or k == 1)
+    amps = rng.uniform(0.5, 3.0, (3, 2))
+    got = psf.convolve_bands(region, kernels, amps, stamp_shape=(h, w), dtype=np.float64)
+    assert got.shape == (3, 2, h, w)
+    r = k // 2
+    for i in range(3):
+        for b in range(2):
+            full = signal.convolve2d(region[i], kernels[i, b], mode="same")
+            want = amps[i, b] * full[r : r + h, r : r + w]
+            np.testing.assert_allclose(got[i, b], want, atol=1e-12 * np.abs(want).max())
+    f32 = psf.convolve_bands(region, kernels, amps, stamp_shape=(h, w))
+    assert f32.dtype == np.float32
+    np.testing.assert_allclose(f32, got, atol=2e-6 * np.abs(got).max())
