@@ -349,6 +349,8 @@ def _solve_kernel(arc, iv, target, thr, idx, out):
         v_sum = 0.0
         res = np.inf
         last = 0
+        jump = np.inf  # first upward jump over the target (used when no exact crossing exists)
+        jump_last = 0
         for j in range(m):
             p = idx[j]
             s_sum += np.float64(arc[i, p])
@@ -358,11 +360,19 @@ def _solve_kernel(arc, iv, target, thr, idx, out):
             t_next = thr[j + 1] if j + 1 < m else np.inf
             s = tgt * np.sqrt(v_sum) / s_sum
             if s < thr[j]:
-                s = thr[j]
+                # f already exceeds the target on this whole piece (it jumped over it); a later
+                # piece can come back down after a downward jump and cross it exactly
+                if not np.isfinite(jump):
+                    jump = thr[j]
+                    jump_last = j
+                continue
             if s < t_next:
                 res = s
                 last = j
                 break
+        if not np.isfinite(res) and np.isfinite(jump):
+            res = jump
+            last = jump_last
         # make every pixel of the chosen set pass arc_snr's own test fl(s * a) >= sigma, which
         # rounding of the threshold t = sigma / a can miss by an ulp when s sits on a threshold
         if np.isfinite(res):
@@ -385,13 +395,14 @@ def solve_amplitude_for_arc_snr(
     invvar_r: np.ndarray,
     target: float | np.ndarray,
 ) -> np.ndarray:
-    """Smallest source amplitude whose arc reaches a target integrated ``arc_snr``; exact.
+    """Source amplitude whose arc has a target integrated ``arc_snr``; exact when attainable.
 
-    With ``f(s) = arc_snr(s * arc_unit_r, invvar_r)``, returns the smallest ``s >= 0`` with
-    ``f(s) >= target`` (see the module docstring: ``f`` is piecewise linear with jumps where
-    pixels enter ``A``). Thresholds ``t_p = sigma_p / u_p`` are sorted and the linear equation
-    ``s * S_k / sqrt(V_k) = target`` solved on the first step that reaches it: no grid, no
-    bisection, ``O(N log N)`` per sample.
+    With ``f(s) = arc_snr(s * arc_unit_r, invvar_r)`` (piecewise linear with jumps where pixels
+    enter ``A``; see the module docstring), returns the smallest ``s >= 0`` with
+    ``f(s) == target`` when the target is attained on some linear piece, else (the target lies
+    in a gap skipped by upward jumps) the smallest ``s`` with ``f(s) >= target``. Thresholds
+    ``t_p = sigma_p / u_p`` are sorted and the linear equation ``s * S_k / sqrt(V_k) = target``
+    solved piece by piece: no grid, no bisection, ``O(N log N)`` per sample.
 
     Parameters
     ----------
@@ -411,9 +422,10 @@ def solve_amplitude_for_arc_snr(
         * ``s = 0`` where ``target <= 0``;
         * ``s = inf`` where the target is unreachable, which happens only when no good pixel has
           ``arc_unit_r > 0`` (all-zero arc or no data); otherwise ``f(s) -> inf`` as ``s -> inf``;
-        * ``f(s) == target`` (to rounding, ~1e-15 relative) when the first crossing lies inside a
-          linear piece; when it falls in an upward jump (e.g. ``target < 1`` is below the first
-          non-zero value, ``f = 1``), ``s`` is the threshold at the jump and ``f(s) > target``.
+        * ``f(s) == target`` (to rounding, ~1e-15 relative) whenever some linear piece attains
+          it; only when every piece misses it (it falls in an upward jump, e.g. ``target < 1``
+          is below the first non-zero value ``f = 1``) is ``s`` the threshold of the first jump
+          over it and ``f(s) > target``.
 
         Exactness refers to ``arc_snr(s * arc_unit_r)`` evaluated in float64; rounding the
         scaled arc to float32 can move pixels sitting exactly at ``sigma_pix`` across the
