@@ -139,8 +139,9 @@ def _truthy(series: pd.Series) -> np.ndarray:
 
 def anchor_coordinates_gate(accepted_csv: str | Path, rejected_csv: str | Path | None = None, *,
                             max_sep_arcsec: float) -> dict:
-    """Every accepted anchor matched its reference within ``max_sep_arcsec`` and has a source
-    at the centre. ``value`` = n rejected / n accepted. Missing file -> not evaluated."""
+    """Every accepted anchor whose coordinates were typed (``coordinates_typed``) matched its
+    reference within ``max_sep_arcsec``, and every accepted anchor has a source at the centre.
+    ``value`` = n rejected / n accepted. Missing file -> not evaluated."""
     name = "anchor_coordinates"
     acc = Path(accepted_csv)
     if not acc.exists():
@@ -161,6 +162,10 @@ def anchor_coordinates_gate(accepted_csv: str | Path, rejected_csv: str | Path |
     if sep_col is not None:
         sep = df[sep_col].to_numpy(np.float64)
         off = ~(np.isfinite(sep) & (sep <= max_sep_arcsec))
+        if "coordinates_typed" in df.columns:
+            # only coordinates that came from a list are validated against the reference;
+            # positions taken from the reference itself (or survey truth) have no separation
+            off &= _truthy(df["coordinates_typed"])
         bad |= off
         if off.any():
             reasons.append(f"{int(off.sum())} accepted with {sep_col} > {max_sep_arcsec} or NaN")

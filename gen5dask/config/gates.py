@@ -17,7 +17,7 @@ class GatesConfig(Section):
     ``[null_injection]``."""
     non_blocking: list[str] = Field(default_factory=list)
     """Gates that are evaluated and reported but never block ``train``."""
-    anchor_max_sep_arcsec: float = Field(1.0, gt=0.0)
+    anchor_max_sep_arcsec: float = Field(2.0, gt=0.0)
     """An accepted anchor farther than this (arcsec) from its reference entry fails
     ``anchor_coordinates``."""
     psf_centroid_tol_pix: float = Field(0.01, gt=0.0)

@@ -301,7 +301,9 @@ def run_anchors(cfg, client=None, *, force: bool = False) -> Path:
         "grade",
         "origin",
         "visual_grade",
+        "coordinates_typed",
         "match_sep_arcsec",
+        "centre_source",
         "reference_name",
         "centre_snr",
         "visibility",
@@ -311,7 +313,8 @@ def run_anchors(cfg, client=None, *, force: bool = False) -> Path:
         "ref",
         "provenance",
     ]
-    table = accepted.rename(columns={"id": "sample"})
+    table = accepted.rename(columns={"id": "sample", "typed": "coordinates_typed"})
+    table["centre_source"] = table["centre_snr"] >= acfg.centre_snr_min
     table["sample"] = (
         read_samples(cut_path, accepted["row"].to_numpy().astype(np.int64), ["sample"])["sample"]
         if len(accepted)

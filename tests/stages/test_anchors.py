@@ -113,3 +113,18 @@ def test_lenscat_reader_and_merge():
     m = catalogs.merge_sources([a, b], 1.0)
     assert len(m) == 8
     assert m.provenance.str.contains(";").sum() == 2
+
+
+def test_anchor_gate_passes_on_clean_output_and_fires_on_planted_offset(tmp_path):
+    from gen5dask.gates import anchor_coordinates_gate
+
+    cfg = _setup(tmp_path)
+    run_anchors(cfg)
+    lay = cfg.layout
+    g = anchor_coordinates_gate(lay.anchors_csv, lay.anchors_rejected_csv, max_sep_arcsec=2.0)
+    assert g["passed"] is True  # survey stress rows (no typed coordinates) are not offenders
+    acc = pd.read_csv(lay.anchors_csv)
+    acc.loc[acc.coordinates_typed.astype(bool).idxmax(), "match_sep_arcsec"] = 180.0
+    acc.to_csv(lay.anchors_csv, index=False)
+    g = anchor_coordinates_gate(lay.anchors_csv, lay.anchors_rejected_csv, max_sep_arcsec=2.0)
+    assert g["passed"] is False
