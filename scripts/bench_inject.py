@@ -1,0 +1,233 @@
+"""Benchmark ``gen5dask inject``: throughput (sync, 1 and 2 Dask workers) and peak worker RSS.
+
+Usage::
+
+    python scripts/bench_inject.py --json bench_inject.json [--quick] [--workdir DIR]
+
+A synthetic host store (stamp 64, grz, realistic sky noise + an elliptical LRG, DR10-like PSF
+sizes) is written quickly by repeating one generated template chunk under fresh host ids; the
+injection parameters are keyed by host id, so every output is different. Output stamps per
+host: 1 control + 1 uncalibrated + 1 calibrated injection (``inject.brightness: both``), so
+two of every three stamps are rendered.
+
+Measurements (wall clock, including the host scan, store writes and Dask overheads):
+
+* ``stamps_per_s_sync``: ``client=None`` (tasks run one by one in this process -- the same as
+  Dask's synchronous scheduler);
+* ``stamps_per_s_1worker`` / ``stamps_per_s_2workers``: a ``LocalCluster`` of 1 / 2 worker
+  processes with one thread each; ``speedup_1_to_2_workers`` and ``ratio_2workers_vs_sync``;
+* ``stamps_per_s_2workers_dask_malloc_trim``: 2 workers with distributed's default
+  ``MALLOC_TRIM_THRESHOLD_=65536`` (the other Dask runs drop it, see :func:`_run`);
+* ``peak_rss_mb_10k`` / ``peak_rss_mb_200k``: the largest peak RSS of any worker (2 workers)
+  after injecting into 10k / 200k output stamps' worth of hosts (``--quick``: 3k and 30k
+  stamps, keys keep their names and ``n_stamps_*`` records the sizes). Flat RSS between the two
+  sizes shows that worker memory is bounded by a few chunks.
+
+Numbers depend on the machine and on whatever else runs on it; the JSON records ``cpu_count``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAMP = 64
+CHUNK = 256
+
+
+def _template(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    from gen5dask.store.schema import REQUIRED
+    from gen5dask.store.testing import fake_chunk
+
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n, dtype=np.int64)
+    d = fake_chunk(ids, variables=[*REQUIRED, "host_mag_r"], stamp_size=STAMP, seed=seed)
+    sigma = np.array([0.006, 0.0075, 0.02], dtype=np.float32)
+    y, x = np.mgrid[:STAMP, :STAMP] - STAMP // 2
+    mag = rng.uniform(17.0, 20.5, n)
+    q = rng.uniform(0.6, 1.0, n)
+    rr = np.sqrt(x[None] ** 2 * q[:, None, None] + y[None] ** 2 / q[:, None, None])
+    prof = np.exp(-rr / 3.0)
+    prof /= prof.sum(axis=(1, 2), keepdims=True)
+    col = np.array([10 ** (-0.4 * 1.5), 1.0, 10 ** (0.4 * 0.9)])
+    flux = 10 ** (-0.4 * (mag - 22.5))
+    img = flux[:, None, None, None] * col[None, :, None, None] * prof[:, None]
+    img = img + rng.standard_normal((n, 3, STAMP, STAMP)) * sigma[None, :, None, None]
+    d["image"] = img.astype(np.float32)
+    d["invvar"] = np.broadcast_to(
+        (1.0 / sigma**2)[None, :, None, None], (n, 3, STAMP, STAMP)
+    ).astype(np.float32)
+    d["host_mag_r"] = mag.astype(np.float32)
+    d["psfsize"] = rng.uniform(1.0, 1.6, (n, 3)).astype(np.float32)
+    d["kind"] = np.full(n, "host", dtype="U16")
+    d["label"] = np.zeros(n, dtype=np.int8)
+    return d
+
+
+def make_host_store(path: Path, n_hosts: int) -> Path:
+    """Synthetic host store of ``n_hosts`` (template chunk repeated with fresh ids)."""
+    from gen5dask.store import chunk_bounds, create_store, finalize_store, write_chunk
+
+    tpl = _template(CHUNK)
+    create_store(path, n_samples=n_hosts, stage="simulate", config={"bench": n_hosts}, seed=0,
+                 stamp_size=STAMP, chunk_size=CHUNK, variables=["host_mag_r"], overwrite=True)
+    for i, (a, b) in enumerate(chunk_bounds(n_hosts, CHUNK)):
+        d = {k: v[: b - a] for k, v in tpl.items()}
+        d["sample"] = np.arange(a, b, dtype=np.int64)
+        write_chunk(path, i, d)
+    finalize_store(path)
+    return path
+
+
+def _cfg(out: Path, hosts: Path):
+    from gen5dask.config import config_from_dict
+
+    return config_from_dict({
+        "output_dir": str(out),
+        "stamp_size": STAMP,
+        "chunk_size": CHUNK,
+        "cluster": {"progress": False},
+        "inject": {"hosts": str(hosts), "n_null": 0},
+        "calibrate": {"plot": False},
+    })
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _run(
+    out: Path, hosts: Path, n_workers: int | None, *, malloc_trim: bool = False
+) -> tuple[float, int, float | None]:
+    """Inject into ``hosts`` -> (seconds, output stamps, max worker peak RSS MB).
+
+    ``malloc_trim=False`` drops distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` from the
+    worker environment: setting it switches off glibc's dynamic mmap threshold, so every
+    chunk-sized numpy array is mmapped and page-faulted afresh (~30 % slower here).
+    """
+    import dask
+
+    from gen5dask.stages.inject import run_inject
+    from gen5dask.store import store_geometry
+
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = _cfg(out, hosts)
+    if n_workers is None:
+        t0 = time.perf_counter()
+        run_inject(cfg)
+        dt = time.perf_counter() - t0
+        rss = None
+    else:
+        from distributed import Client, LocalCluster
+
+        env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1"}
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        if not malloc_trim:
+            environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        with (
+            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                         dashboard_address=None, env=env, silence_logs=40,
+                         memory_limit="4GiB") as lc,
+            Client(lc) as client,
+        ):
+            client.run(_warm)  # import + numba cache load outside the timing
+            t0 = time.perf_counter()
+            run_inject(cfg, client=client)
+            dt = time.perf_counter() - t0
+            rss = max(client.run(_maxrss_mb).values())
+    n = store_geometry(cfg.layout.train)["n_samples"]
+    shutil.rmtree(out, ignore_errors=True)
+    return dt, n, rss
+
+
+def _warm() -> None:
+    """Load every jitted kernel (numba cache) in a worker with a tiny injection batch."""
+    from gen5dask.config import config_from_dict
+    from gen5dask.sim.injection_params import MODE_CODES, TargetDistribution
+    from gen5dask.stages.inject import HOST_VARS, PLAN_DTYPE, ROLE_INJECTION, _spec, inject_rows
+
+    tpl = _template(4)
+    plan = np.zeros(4, dtype=PLAN_DTYPE)
+    plan["sample"] = np.arange(4)
+    plan["host_id"] = np.arange(4)
+    plan["role"] = ROLE_INJECTION
+    plan["mode"] = [MODE_CODES["calibrated"], MODE_CODES["uncalibrated"]] * 2
+    plan["host_mag_r"] = 19.0
+    cfg = config_from_dict({})
+    t = TargetDistribution(cfg.calibrate.bins, cfg.calibrate.fractions)
+    host = {k: v for k, v in tpl.items() if k in HOST_VARS}
+    host["kind"] = np.zeros(4, dtype=np.int8)
+    host["split"] = np.zeros(4, dtype=np.int8)
+    host["brickname"] = np.zeros(4, dtype=np.int32)
+    inject_rows(host, plan, _spec(cfg, ["g", "r", "z"], STAMP, t))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, required=True, help="output JSON path")
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller runs: 1.5k-stamp throughput, 3k/30k-stamp RSS runs")
+    ap.add_argument("--workdir", type=Path, default=None, help="scratch directory")
+    args = ap.parse_args(argv)
+
+    per_host = 3  # control + uncalibrated + calibrated
+    n_tp = 1536 if args.quick else 6144  # output stamps of the throughput runs
+    n_small, n_big = (3000, 30000) if args.quick else (10_000, 200_000)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_inject_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        # warm numba caches in this process (compile once, outside every timing)
+        hosts_w = make_host_store(work / "warm.zarr", 64)
+        _run(work / "out_w", hosts_w, None)
+
+        hosts_tp = make_host_store(work / "hosts_tp.zarr", n_tp // per_host)
+        t_sync, n_out, _ = _run(work / "out", hosts_tp, None)
+        t_1, _, _ = _run(work / "out", hosts_tp, 1)
+        t_2, _, _ = _run(work / "out", hosts_tp, 2)
+        t_2trim, _, _ = _run(work / "out", hosts_tp, 2, malloc_trim=True)
+        hosts_s = make_host_store(work / "hosts_s.zarr", n_small // per_host)
+        _, n_s, rss_s = _run(work / "out", hosts_s, 2)
+        shutil.rmtree(work / "hosts_s.zarr", ignore_errors=True)
+        hosts_b = make_host_store(work / "hosts_b.zarr", n_big // per_host)
+        t_b, n_b, rss_b = _run(work / "out", hosts_b, 2)
+        result = {
+            "cpu_count": os.cpu_count(),
+            "stamp_size": STAMP,
+            "chunk_size": CHUNK,
+            "stamps_per_host": per_host,
+            "n_stamps_throughput": n_out,
+            "stamps_per_s_sync": n_out / t_sync,
+            "stamps_per_s_1worker": n_out / t_1,
+            "stamps_per_s_2workers": n_out / t_2,
+            "stamps_per_s_2workers_dask_malloc_trim": n_out / t_2trim,
+            "rendered_per_s_2workers": n_out * 2 / 3 / t_2,
+            "speedup_1_to_2_workers": t_1 / t_2,
+            "ratio_2workers_vs_sync": t_sync / t_2,
+            "n_stamps_10k": n_s,
+            "peak_rss_mb_10k": rss_s,
+            "n_stamps_200k": n_b,
+            "peak_rss_mb_200k": rss_b,
+            "stamps_per_s_2workers_big": n_b / t_b,
+            "quick": bool(args.quick),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
