@@ -2,7 +2,8 @@
 
 For sample ``i`` with key ``keys[i]`` and pixel flat index ``c`` (over ``band, y, x``):
 
-* Gaussian read/sky-like term ``sigma * normal(keys[i], c)`` with ``sigma = 1 / sqrt(invvar)``;
+* Gaussian read/sky-like term ``sigma * normal(keys[i], c)`` with ``sigma = 1 / sqrt(invvar)``
+  (``sky=False`` leaves it out: injected light on a real cutout that already has sky noise);
 * optional Poisson term for the added flux: ``(Poisson(lam) - lam) / gain`` with
   ``lam = max(arc, 0) * gain`` electrons (``gain`` in electrons per nanomaggy), drawn by
   inversion from ``uniform(key_p, c)`` for ``lam < 30`` and as ``sqrt(lam) * normal(key_p, c)``
@@ -38,7 +39,7 @@ def _poisson_inv(lam, u):
 
 
 @jit
-def _add_noise(arc, invvar, keys, poisson, gain, out):
+def _add_noise(arc, invvar, keys, sky, poisson, gain, out):
     n, nb, h, w = arc.shape
     for i in range(n):
         key = keys[i]
@@ -53,7 +54,9 @@ def _add_noise(arc, invvar, keys, poisson, gain, out):
                         out[i, b, y, x] = v
                         continue
                     c = np.uint64((b * h + y) * w + x)
-                    val = v + normal(key, c) / np.sqrt(iv)
+                    val = v
+                    if sky:
+                        val += normal(key, c) / np.sqrt(iv)
                     if poisson:
                         lam = max(v, 0.0) * g
                         if lam > 0.0:
@@ -65,7 +68,7 @@ def _add_noise(arc, invvar, keys, poisson, gain, out):
                     out[i, b, y, x] = val
 
 
-def add_noise(arc, invvar, keys, *, poisson=False, gain=None):
+def add_noise(arc, invvar, keys, *, poisson=False, gain=None, sky=True):
     """Add Gaussian (and optionally Poisson) noise to injected light, deterministically.
 
     Parameters
@@ -82,6 +85,10 @@ def add_noise(arc, invvar, keys, *, poisson=False, gain=None):
     gain : float or array_like, optional
         Electrons per nanomaggy, scalar or broadcastable to ``(n, nband)``; required (> 0)
         when ``poisson`` is true.
+    sky : bool, optional
+        Add the Gaussian term ``N(0, 1/invvar)`` (default). ``False`` adds only the shot noise
+        of the added light: for injections into real cutouts, whose pixels already carry the
+        sky noise (keyword only).
 
     Returns
     -------
@@ -127,7 +134,7 @@ def add_noise(arc, invvar, keys, *, poisson=False, gain=None):
     else:
         g = np.ones(a.shape[:2])
     out = np.empty(a.shape, dtype=np.float32)
-    _add_noise(a, iv, k, bool(poisson), g, out)
+    _add_noise(a, iv, k, bool(sky), bool(poisson), g, out)
     return out
 
 

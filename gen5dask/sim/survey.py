@@ -53,7 +53,7 @@ import numpy as np
 from gen5dask import ZEROPOINT_AB
 from gen5dask.kernels import psf as _psf
 from gen5dask.kernels import rng
-from gen5dask.kernels._jit import jit
+from gen5dask.kernels.noise import add_noise
 from gen5dask.sim import populations as pop
 from gen5dask.sim import sky
 from gen5dask.sim.maskbits import draw_stamp_masks, moffat_image
@@ -318,43 +318,6 @@ def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# noise
-# ---------------------------------------------------------------------------------------------
-
-
-@jit
-def _add_noise(image, invvar, keys, inv_gain, out):
-    """``out = image + N(0, 1/invvar [+ max(image, 0) * inv_gain])`` where ``invvar > 0``.
-
-    Draw ``p`` (flat pixel index of a sample's ``(band, y, x)`` block) uses the counter RNG
-    ``normal(keys[i], p)``; pixels with ``invvar <= 0`` are copied unchanged.
-    """
-    n = image.shape[0]
-    m = image.shape[1]
-    for i in range(n):
-        for p in range(m):
-            iv = invvar[i, p]
-            v = image[i, p]
-            if iv > 0.0:
-                var = 1.0 / iv
-                if inv_gain > 0.0 and v > 0.0:
-                    var += v * inv_gain
-                out[i, p] = v + np.sqrt(var) * rng.normal(keys[i], p)
-            else:
-                out[i, p] = v
-
-
-def add_noise(image, invvar, keys, *, inv_gain: float = 0.0) -> np.ndarray:
-    """Noisy float64 copy of ``image`` ``(n, ...)`` with per-sample counter-RNG keys ``(n,)``."""
-    n = image.shape[0]
-    img = np.ascontiguousarray(image, dtype=np.float64).reshape(n, -1)
-    iv = np.ascontiguousarray(invvar, dtype=np.float64).reshape(n, -1)
-    out = np.empty_like(img)
-    _add_noise(img, iv, np.ascontiguousarray(keys, dtype=np.uint64), float(inv_gain), out)
-    return out.reshape(image.shape)
-
-
-# ---------------------------------------------------------------------------------------------
 # chunk simulation
 # ---------------------------------------------------------------------------------------------
 
@@ -534,8 +497,7 @@ def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
 
     # noise; no-data pixels are 0, saturated pixels keep their noise-free value
     keys = rng.keys_for(np.int64(ctx.seed), np.int64(rng.stage_id(STAGE)), ids, R_NOISE, 0)
-    inv_gain = 1.0 / sim.gain if sim.poisson_noise else 0.0
-    image = add_noise(image_nf, invvar32.astype(np.float64), keys, inv_gain=inv_gain)
+    image = add_noise(image_nf, invvar32, keys, poisson=sim.poisson_noise, gain=sim.gain)
     image[zero] = 0.0
     image[sat] = image_nf[sat]
     out = {
@@ -587,7 +549,6 @@ __all__ = [
     "STAGE",
     "Context",
     "SurveyPlan",
-    "add_noise",
     "catalogue_rows",
     "desi_name",
     "kernel_size",

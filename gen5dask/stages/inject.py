@@ -388,11 +388,10 @@ def inject_rows(
         arc = (arc_unit * amp[:, None, None, None]).astype(np.float32)
         snr = photometry.arc_snr(arc[:, ir], iv_r)
         if icfg.poisson:
-            # shot noise only: infinite "invvar" switches add_noise's sky term off (the host
-            # already has sky noise); pixels without data (invvar 0) get the arc noise-free
+            # shot noise only (the host already carries the sky noise); pixels without data
+            # (invvar 0) get the arc noise-free
             keys = noise_keys(spec["seed"], hid, reps, m)
-            iv_noise = np.where(invvar[lensed] > 0, np.inf, 0.0)
-            noisy = add_noise(arc, iv_noise, keys, poisson=True, gain=icfg.gain)
+            noisy = add_noise(arc, invvar[lensed], keys, poisson=True, gain=icfg.gain, sky=False)
         else:
             noisy = arc
         sub = image[lensed]

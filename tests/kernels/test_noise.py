@@ -125,3 +125,17 @@ def test_property_same_key_same_noise(seed, sid):
     a = add_noise(arc, iv, k)
     np.testing.assert_array_equal(a, add_noise(arc, iv, k.copy()))
     assert np.all(np.isfinite(a)) and a.std() > 0
+
+
+def test_sky_false_adds_only_shot_noise():
+    rng = np.random.default_rng(3)
+    arc = np.abs(rng.normal(0, 1, (2, 3, 8, 8)))
+    arc[0, :, :4] = 0.0
+    iv = np.full(arc.shape, 4.0)
+    keys = np.array([11, 12], dtype=np.uint64)
+    assert np.array_equal(add_noise(arc, iv, keys, sky=False), arc.astype(np.float32))
+    shot = add_noise(arc, iv, keys, sky=False, poisson=True, gain=50.0)
+    assert np.array_equal(shot[0, :, :4], np.zeros((3, 4, 8), np.float32))  # no light, no noise
+    both = add_noise(arc, iv, keys, poisson=True, gain=50.0)
+    sky_only = add_noise(arc, iv, keys) - arc
+    assert np.allclose(both - sky_only, shot, atol=1e-5)  # independent streams add up
