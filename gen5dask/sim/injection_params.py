@@ -15,6 +15,9 @@ Laws (``InjectConfig`` ranges, all uniform unless stated):
   (``src_x``, ``src_y`` arcsec in the stamp frame);
 * ``src_n``, ``src_reff`` (arcsec), ``src_q``, ``src_pa`` ~ U[0, pi) rad, ``src_gr``,
   ``src_rz`` (mag);
+* real-galaxy sources (``source_mode: real_galaxy``): ``src_index`` (catalogue row) uniform
+  over the ``n_galaxies`` rows, ``src_pa`` ~ U[0, 2 pi) rad (an image has no 180-degree
+  symmetry; 0 when ``real_galaxy_rotate`` is off), ``src_n``/``src_reff``/``src_q`` NaN;
 * ``src_dmag`` ~ U[uncalibrated_dmag_range] (mode uncalibrated only, NaN otherwise);
 * ``target_arc_snr`` ~ :class:`TargetDistribution` (mode calibrated only, NaN otherwise).
 """
@@ -53,6 +56,7 @@ COUNTERS: dict[str, int] = {
     "src_dmag": 11,
     "target_bin": 12,
     "target_within": 13,
+    "src_index": 14,
 }
 #: Counters of the standard-normal draws (``rng.normal`` uses uniforms 2c and 2c + 1, so these
 #: start above every uniform counter).
@@ -181,6 +185,7 @@ def draw_injection_params(
     replicates,
     modes,
     target: TargetDistribution | None = None,
+    n_galaxies: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Lens and source parameters for a batch of injections (vectorised, keyed draws).
 
@@ -196,6 +201,10 @@ def draw_injection_params(
         Mode codes (:data:`MODE_CODES`; see :func:`mode_codes`), ``(n,)``.
     target : TargetDistribution, optional
         Required when any mode is ``calibrated``.
+    n_galaxies : int, optional
+        Rows of the real-galaxy catalogue (``source_mode: real_galaxy``); the galaxy of each
+        injection is row ``floor(u * n_galaxies)``. Without it ``src_index`` is -1 (callers
+        that only need the other draws, e.g. the calibration bookkeeping).
 
     Returns
     -------
@@ -203,7 +212,9 @@ def draw_injection_params(
         float64 ``(n,)`` each: ``theta_e``, ``src_x``, ``src_y``, ``src_reff`` (arcsec),
         ``lens_q``, ``src_q``, ``src_n``, ``shear_g1``, ``shear_g2`` (1), ``lens_pa``,
         ``src_pa`` (rad), ``src_gr``, ``src_rz`` (mag), ``src_dmag`` (mag; uncalibrated rows,
-        NaN elsewhere) and ``target_arc_snr`` (calibrated rows, NaN elsewhere).
+        NaN elsewhere) and ``target_arc_snr`` (calibrated rows, NaN elsewhere); int64
+        ``src_index`` (real-galaxy catalogue row, -1 for Sersic sources). For real galaxies
+        ``src_n``, ``src_reff``, ``src_q`` are NaN and ``src_pa`` is the image rotation.
     """
     host_ids = _as_i64("host_ids", host_ids)
     n = host_ids.shape[0]
@@ -254,7 +265,103 @@ def draw_injection_params(
             raise ValueError(msg)
         tgt[cal] = target.sample(u[cal, c["target_bin"]], u[cal, c["target_within"]])
     out["target_arc_snr"] = tgt
+    out["src_index"] = np.full(n, -1, dtype=np.int64)
+    if getattr(cfg, "source_mode", "sersic") == "real_galaxy":
+        for name in ("src_n", "src_reff", "src_q"):
+            out[name] = np.full(n, np.nan)
+        rot = 2.0 * np.pi * u[:, c["src_pa"]]
+        out["src_pa"] = rot if cfg.real_galaxy_rotate else np.zeros(n)
+        if n_galaxies is not None:
+            if int(n_galaxies) < 1:
+                msg = f"draw_injection_params: n_galaxies must be >= 1, got {n_galaxies}"
+                raise ValueError(msg)
+            ng = int(n_galaxies)
+            idx = np.floor(u[:, c["src_index"]] * ng).astype(np.int64)
+            out["src_index"] = np.minimum(idx, ng - 1)
     return out
+
+
+#: width (pixels) of the stamp border whose median is the background of a galaxy image.
+BORDER_PIX = 2
+
+
+def prepare_real_galaxy(
+    image: np.ndarray,
+    *,
+    max_size: int | None = None,
+    threshold_sigma: float = 0.0,
+    name: str = "galaxy image",
+) -> np.ndarray:
+    """Background-subtract, threshold, crop and unit-normalise a real-galaxy (HST) stamp.
+
+    1. background = median of the pixels within :data:`BORDER_PIX` of the stamp edge
+       (sky-dominated in GalSim RealGalaxy stamps), subtracted;
+    2. pixels below ``threshold_sigma * sigma`` are set to 0, with ``sigma`` = 1.4826 x the
+       median absolute deviation of the border (``threshold_sigma = 0`` clips negatives only;
+       the positive half of the noise then stays as a faint pedestal, see
+       ``InjectConfig.real_galaxy_threshold_sigma``);
+    3. optional crop to ``max_size`` pixels per side keeping pixel ``(h//2, w//2)`` at the new
+       ``(m//2, m//2)`` (the renderer's source centre);
+    4. divided by its sum (unit flux; the renderer rescales to ``src_flux_bands``).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D surface brightness (any units), finite.
+    max_size : int, optional
+        Maximum side of the returned stamp, pixels.
+    threshold_sigma : float
+        Threshold in units of the border noise (>= 0).
+    name : str
+        Used in error messages (catalogue row, file).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(h', w')`` >= 0, summing to 1.
+
+    Raises
+    ------
+    ValueError
+        If the image is not 2-D, smaller than 2 * BORDER_PIX + 1 per side, non-finite, or has
+        no flux left after steps 1-3.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim != 2 or min(a.shape) < 2 * BORDER_PIX + 1:
+        msg = f"{name}: need a 2-D image >= {2 * BORDER_PIX + 1} px per side, got {a.shape}"
+        raise ValueError(msg)
+    if not np.all(np.isfinite(a)):
+        msg = f"{name}: non-finite pixels"
+        raise ValueError(msg)
+    if threshold_sigma < 0:
+        msg = f"{name}: threshold_sigma must be >= 0, got {threshold_sigma}"
+        raise ValueError(msg)
+    b = BORDER_PIX
+    edge = np.concatenate(
+        [a[:b].ravel(), a[-b:].ravel(), a[b:-b, :b].ravel(), a[b:-b, -b:].ravel()]
+    )
+    bg = np.median(edge)
+    sigma = 1.4826 * np.median(np.abs(edge - bg))
+    out = a - bg
+    out[out < threshold_sigma * sigma] = 0.0
+    out[out < 0.0] = 0.0  # threshold 0 with sigma 0 still clips negatives
+    if max_size is not None:
+        m = int(max_size)
+        h, w = out.shape
+        if h > m:
+            r0 = h // 2 - m // 2
+            out = out[r0 : r0 + m]
+        if w > m:
+            c0 = w // 2 - m // 2
+            out = out[:, c0 : c0 + m]
+    total = out.sum()
+    if not total > 0:
+        msg = (
+            f"{name}: no flux left after background subtraction (median of the border), "
+            f"threshold ({threshold_sigma} sigma) and crop (max_size={max_size})"
+        )
+        raise ValueError(msg)
+    return np.ascontiguousarray(out / total)
 
 
 __all__ = [
@@ -263,8 +370,10 @@ __all__ = [
     "NOISE_STAGE",
     "NORMAL_COUNTERS",
     "STAGE",
+    "BORDER_PIX",
     "TargetDistribution",
     "draw_injection_params",
     "mode_codes",
     "noise_keys",
+    "prepare_real_galaxy",
 ]

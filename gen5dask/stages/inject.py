@@ -25,6 +25,18 @@ amplitude solved exactly on the host's r-band invvar
 injected (the stored float32 arc) with the host's r-band invvar. Targets that fall inside a
 jump of arc_snr(amplitude) (common below arc_snr ~ 2) get the nearest attainable value.
 
+Sources (``inject.source_mode``). ``sersic``: an elliptical Sersic. ``real_galaxy``: a
+galaxy image from a GalSim RealGalaxy catalogue (``inject.real_galaxy_catalog``), row drawn
+keyed per injection (stored as ``src_index``, -1 for Sersic sources and controls),
+background-subtracted, thresholded, cropped and unit-normalised
+(:func:`gen5dask.sim.injection_params.prepare_real_galaxy`), rotated by ``src_pa``, ray traced
+with :func:`gen5dask.kernels.render.render_lensed_image` (bilinear source, surface brightness
+conserved) and convolved with the host PSF like a Sersic (the HST PSF is negligible at DR10
+resolution and is not deconvolved). Both modes share the colours (``g = r + src_gr``,
+``z = r - src_rz``), the brightness modes and the amplitude solver (a render is linear in the
+source flux). ``src_n``, ``src_reff`` and ``src_q`` are NaN for real galaxies. The store config
+hash covers the catalogue's content (sha256), so a changed catalogue never resumes a store.
+
 Hosts that cannot be injected (non-positive/NaN ``psfsize``, non-finite image or invvar pixels,
 no good r-band pixel, no finite host r magnitude) are never silently dropped: they are listed in
 ``OUTPUT_DIR/train.quarantine.csv`` (``id, source, reason``) and left out of the plan.
@@ -44,6 +56,8 @@ an error unless ``force``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -62,6 +76,7 @@ from gen5dask.sim.injection_params import (
     TargetDistribution,
     draw_injection_params,
     noise_keys,
+    prepare_real_galaxy,
 )
 from gen5dask.stages._chunks import map_chunks
 from gen5dask.store import (
@@ -241,6 +256,109 @@ def _render(icfg, spec, par, unit, psf, bands):
     return arc, mag
 
 
+def _file_stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return int(st.st_mtime_ns), int(st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _catalog_cached(path: str, image_dir: str | None, stamp: tuple[int, int]):
+    from gen5dask.sim.realgalaxy import load_real_galaxy_catalog
+
+    del stamp  # part of the cache key only: a rewritten catalogue is reloaded
+    return load_real_galaxy_catalog(path, image_dir)
+
+
+def real_galaxy_catalog(rg: dict):
+    """The RealGalaxy catalogue of a spec's ``real_galaxy`` entry (cached per process).
+
+    Raises
+    ------
+    ValueError
+        If the catalogue is missing, invalid or empty; the message names
+        ``inject.real_galaxy_catalog`` and the file.
+    """
+    path = Path(rg["catalog"])
+    if not path.exists():
+        msg = f"inject.real_galaxy_catalog: {path} does not exist"
+        raise ValueError(msg)
+    try:
+        cat = _catalog_cached(str(path), rg.get("image_dir"), _file_stamp(path))
+    except ValueError as exc:
+        msg = f"inject.real_galaxy_catalog: {exc}"
+        raise ValueError(msg) from None
+    if len(cat) == 0:
+        msg = f"inject.real_galaxy_catalog: {path} has no galaxies"
+        raise ValueError(msg)
+    return cat
+
+
+@functools.lru_cache(maxsize=64)
+def _galaxy_cached(path, image_dir, stamp, index, max_size, threshold):
+    cat = _catalog_cached(path, image_dir, stamp)
+    try:
+        raw, pix = cat.image(index)
+    except (ValueError, IndexError) as exc:
+        msg = f"inject: real galaxy row {index} of {path}: {exc}"
+        raise ValueError(msg) from None
+    name = f"{path} row {index} (IDENT {cat.ident[index]}, {cat.gal_filename[index]})"
+    img = prepare_real_galaxy(raw, max_size=max_size, threshold_sigma=threshold, name=name)
+    img.setflags(write=False)
+    return img, float(pix)
+
+
+def real_galaxy_source(rg: dict, icfg, index: int) -> tuple[np.ndarray, float]:
+    """Preprocessed (unit-flux, read-only) image and pixel scale of catalogue row ``index``.
+
+    Cached per process (64 galaxies), keyed by the catalogue file's mtime and size too.
+    """
+    real_galaxy_catalog(rg)  # existence and validity, with a clear message
+    path = Path(rg["catalog"])
+    return _galaxy_cached(
+        str(path), rg.get("image_dir"), _file_stamp(path), int(index),
+        icfg.real_galaxy_max_size, float(icfg.real_galaxy_threshold_sigma),
+    )
+
+
+def _render_real(icfg, spec, par, unit, psf, bands):
+    """``render_lensed_image`` on groups of equal PSF-kernel side and source-image shape.
+
+    Besides the kernel side (see :func:`_render`), the renderer's magnification grid depends
+    on the shape of the source stack, so each group also shares one image shape; every arc is
+    then a function of its own inputs only (bit-identical for any chunking).
+    """
+    from gen5dask.kernels.psf import moffat_size
+    from gen5dask.kernels.render import render_lensed_image
+
+    rg = spec["real_galaxy"]
+    n = unit.shape[0]
+    stamp = int(spec["stamp_size"])
+    pixscale = float(spec["pixscale"])
+    kside = np.asarray(moffat_size(psf / pixscale, icfg.psf_beta)).reshape(n, -1).max(axis=1)
+    srcs = [real_galaxy_source(rg, icfg, int(k)) for k in par["src_index"]]
+    shape = np.array([s[0].shape for s in srcs], dtype=np.int64).reshape(n, 2)
+    spix = np.array([s[1] for s in srcs], dtype=np.float64)
+    keys = np.column_stack([kside, shape])
+    arc = np.empty((n, len(bands), stamp, stamp), dtype=np.float32)
+    mag = np.empty(n, dtype=np.float64)
+    names = ("theta_e", "lens_q", "lens_pa", "shear_g1", "shear_g2", "src_x", "src_y", "src_pa")
+    for key in np.unique(keys, axis=0):
+        g = np.flatnonzero(np.all(keys == key, axis=1))
+        arc[g], mag[g] = render_lensed_image(
+            stamp_size=stamp,
+            pixscale=pixscale,
+            **{name: par[name][g] for name in names},
+            src_image=np.stack([srcs[i][0] for i in g]),
+            src_pixscale=spix[g],
+            src_flux_bands=unit[g],
+            psf_fwhm_arcsec=psf[g],
+            psf_beta=icfg.psf_beta,
+            supersample=icfg.supersample,
+            bands=bands,
+        )
+    return arc, mag
+
+
 def _solve_nearest(arc_unit_r, invvar_r, target):
     """Amplitude whose arc_snr is the target, or the nearest attainable value.
 
@@ -342,6 +460,7 @@ def inject_rows(
         "unattainable": 0,
     }
     target_all = np.full(n, np.nan)
+    src_index = np.full(n, -1, dtype=np.int64)
 
     lensed = np.flatnonzero(role != ROLE_CONTROL)
     if lensed.size:
@@ -350,8 +469,13 @@ def inject_rows(
         m = mode[lensed]
         reps = plan["replicate"][lensed].astype(np.int64)
         hid = plan["host_id"][lensed]
+        real = icfg.source_mode == "real_galaxy"
+        if real and not spec.get("real_galaxy"):
+            msg = "inject_rows: source_mode real_galaxy needs spec['real_galaxy'] (see _spec)"
+            raise ValueError(msg)
         par = draw_injection_params(
-            icfg, seed=spec["seed"], host_ids=hid, replicates=reps, modes=m, target=tdist
+            icfg, seed=spec["seed"], host_ids=hid, replicates=reps, modes=m, target=tdist,
+            n_galaxies=len(real_galaxy_catalog(spec["real_galaxy"])) if real else None,
         )
         if target_override is not None:
             tov = np.asarray(target_override, dtype=np.float64)[lensed]
@@ -359,7 +483,8 @@ def inject_rows(
             par["target_arc_snr"] = np.where(cal, tov, np.nan)
         unit = colour_factors(bands, par["src_gr"], par["src_rz"])  # r flux = 1 nmgy
         psf = np.asarray(host["psfsize"], dtype=np.float64)[lensed]
-        arc_unit, magnification = _render(icfg, spec, par, unit, psf, bands)
+        render = _render_real if real else _render
+        arc_unit, magnification = render(icfg, spec, par, unit, psf, bands)
         iv_r = invvar[lensed, ir]
         hm = host_mag[lensed]
         amp = np.zeros(lensed.size)  # r-band source flux, nanomaggies
@@ -412,6 +537,7 @@ def inject_rows(
         truth["arc_snr_peak"][lensed] = snr.arc_snr_peak
         quality[lensed] = qual
         target_all[lensed] = par["target_arc_snr"]
+        src_index[lensed] = par["src_index"]
 
     data: dict[str, np.ndarray] = {
         "sample": plan["sample"].astype(np.int64),
@@ -423,6 +549,7 @@ def inject_rows(
         "inject_mode": np.where(role == ROLE_NULL, MODE_CODES["null"], mode).astype(np.int8),
         "quality": quality.astype(np.int8),
         "host_mag_r": host_mag.astype(np.float32),
+        "src_index": src_index,
     }
     for name in ("maskbits", "ra", "dec", "brickname", "region", "split", "psfsize", "psfdepth"):
         data[name] = np.asarray(host[name])
@@ -615,7 +742,16 @@ def _inject_chunk(i: int, out_path: str, host_path: str, spec: dict) -> dict:
 
 
 def _spec(cfg, bands, stamp_size, target: TargetDistribution | None) -> dict:
+    rg = None
+    if cfg.inject.source_mode == "real_galaxy":
+        # resolved here so that worker processes find the files whatever their cwd
+        idir = cfg.inject.real_galaxy_image_dir
+        rg = {
+            "catalog": str(Path(cfg.inject.real_galaxy_catalog).resolve()),
+            "image_dir": None if idir is None else str(Path(idir).resolve()),
+        }
     return {
+        "real_galaxy": rg,
         "inject": cfg.inject.model_dump(mode="json"),
         "seed": int(cfg.seed),
         "pixscale": float(cfg.pixscale),
@@ -660,8 +796,16 @@ def run_inject(cfg, client=None, *, force: bool = False) -> Path:
     if "calibrated" in icfg.modes:
         target, target_source = target_distribution(cfg)
     spec = _spec(cfg, bands, stamp, target)
+    rg_print = None
+    if spec["real_galaxy"] is not None:
+        cat = real_galaxy_catalog(spec["real_galaxy"])  # fail before any work
+        rg_print = {
+            "n_galaxies": len(cat),
+            "catalog_sha256": hashlib.sha256(Path(cat.path).read_bytes()).hexdigest(),
+        }
     store_cfg = {
         "inject": spec["inject"],
+        **({"real_galaxy": rg_print} if rg_print else {}),
         "seed": spec["seed"],
         "pixscale": spec["pixscale"],
         "target": spec["target"],
@@ -677,7 +821,8 @@ def run_inject(cfg, client=None, *, force: bool = False) -> Path:
 
     hosts, quarantine = host_table(cfg, host_path, client=client, progress=progress)
     plan = build_plan(icfg, cfg.seed, hosts)
-    variables = ["inject_mode", "quality", "host_mag_r"] + (["arc"] if icfg.store_arc else [])
+    variables = ["inject_mode", "quality", "host_mag_r", "src_index"]
+    variables += ["arc"] if icfg.store_arc else []
     if force and out.exists():
         with store_lock(out):
             shutil.rmtree(out)
@@ -748,6 +893,8 @@ __all__ = [
     "host_table",
     "inject_rows",
     "quarantine_csv",
+    "real_galaxy_catalog",
+    "real_galaxy_source",
     "resolve_hosts",
     "run_inject",
     "sample_id",

@@ -124,6 +124,7 @@ OPTIONAL: dict[str, Var] = {
     "host_mag_r": Var((_S,), "f4", "mag", "host (deflector) r magnitude (AB)"),
     "visibility": Var((_S,), "f4", "1", "arc visibility proxy (annulus residual S/N)"),
     "core_brightness": Var((_S,), "f4", "nanomaggy", "median r-band flux at r < 8 px"),
+    "src_index": Var((_S,), "i8", "id", "real-galaxy catalogue row of the source (-1 if none)"),
 }
 
 ALL_VARIABLES: dict[str, Var] = {**VARIABLES, **OPTIONAL}
