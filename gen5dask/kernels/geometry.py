@@ -249,7 +249,23 @@ def gather_finite(img_flat, order, start, stop, buf):
     return n
 
 
+def stack_2d(name: str, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Validate a ``(..., H, W)`` real array; return a C-contiguous ``(m, H, W)`` view and lead."""
+    x = np.asarray(x)
+    if x.ndim < 2:
+        msg = f"{name} must have shape (..., H, W), got {x.shape}"
+        raise ValueError(msg)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        msg = f"{name} must be a real array, got dtype {x.dtype}"
+        raise ValueError(msg)
+    lead = x.shape[:-2]
+    H, W = x.shape[-2:]
+    return np.ascontiguousarray(x).reshape(-1, H, W), lead
+
+
+
 __all__ = [
+    "stack_2d",
     "MAD_TO_SIGMA",
     "RadialOrder",
     "annulus_mask",

@@ -20,7 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 from gen5dask.kernels._jit import jit
-from gen5dask.kernels.geometry import count_inside, gather_finite, radial_order, robust_loc_scale
+from gen5dask.kernels.geometry import (
+    count_inside,
+    gather_finite,
+    radial_order,
+    robust_loc_scale,
+    stack_2d,
+)
 
 
 @jit
@@ -84,12 +90,7 @@ def normalize_stamps(
         cases). Invariant under ``x -> a * x + b`` for ``a > 0`` (to float rounding).
     """
     x = np.asarray(images)
-    if x.ndim < 2:
-        msg = f"images must have shape (..., H, W), got {x.shape}"
-        raise ValueError(msg)
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        msg = f"images must be a real array, got dtype {x.dtype}"
-        raise ValueError(msg)
+    stack_2d("images", x)  # validates shape (..., H, W) and a real dtype
     r_outer = float(r_outer)
     if not (np.isfinite(r_outer) and r_outer >= 0.0):
         msg = f"r_outer must be finite and >= 0 (pixels), got {r_outer!r}"

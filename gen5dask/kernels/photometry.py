@@ -36,6 +36,7 @@ from gen5dask.kernels.geometry import (
     median_of,
     radial_order,
     robust_loc_scale,
+    stack_2d,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -120,20 +121,6 @@ class VisibilityProxy(NamedTuple):
     """Ring residual energy / (1.4826 MAD(outer) N_annulus): the remediation plan's variant."""
 
 
-def _stack_2d(name: str, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Validate a ``(..., H, W)`` real array; return a C-contiguous ``(m, H, W)`` view and lead."""
-    x = np.asarray(x)
-    if x.ndim < 2:
-        msg = f"{name} must have shape (n, H, W), got {x.shape}"
-        raise ValueError(msg)
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        msg = f"{name} must be a real array, got dtype {x.dtype}"
-        raise ValueError(msg)
-    lead = x.shape[:-2]
-    H, W = x.shape[-2:]
-    return np.ascontiguousarray(x).reshape(-1, H, W), lead
-
-
 def _check_radius(name: str, value: float) -> float:
     value = float(value)
     if not (np.isfinite(value) and value >= 0.0):
@@ -204,7 +191,7 @@ def core_brightness(
         pixel) and ``sum_core (pixel - median(annulus))`` (nanomaggies). NaN where the core (or,
         for ``excess_sum``, the annulus) has no finite pixel.
     """
-    stack, lead = _stack_2d("images_r", images_r)
+    stack, lead = stack_2d("images_r", images_r)
     radius_pix = _check_radius("radius_pix", radius_pix)
     r_in, r_out = _check_annulus("annulus", annulus)
     n, H, W = stack.shape
@@ -225,8 +212,8 @@ def core_brightness(
 
 
 def _arc_pair(arc_r: np.ndarray, invvar_r: np.ndarray, arc_name: str):
-    arc, lead = _stack_2d(arc_name, arc_r)
-    iv, lead_iv = _stack_2d("invvar_r", invvar_r)
+    arc, lead = stack_2d(arc_name, arc_r)
+    iv, lead_iv = stack_2d("invvar_r", invvar_r)
     if arc.shape != iv.shape or lead != lead_iv:
         msg = (
             f"{arc_name} and invvar_r must have the same shape, got "
@@ -558,7 +545,7 @@ def visibility_proxy(
     if not (np.isfinite(bin_width_pix) and bin_width_pix > 0.0):
         msg = f"bin_width_pix must be finite and > 0 (pixels), got {bin_width_pix!r}"
         raise ValueError(msg)
-    stack, lead = _stack_2d("images_r", images_r)
+    stack, lead = stack_2d("images_r", images_r)
     n, H, W = stack.shape
     order, r_sorted = radial_order(H, W)
     a_lo = count_inside(r_sorted, r_in)
