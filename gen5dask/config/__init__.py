@@ -42,8 +42,8 @@ class Config(Section):
 
     output_dir: str = "output"
     """Directory for every artifact of a run (see ``gen5dask.paths.OutputLayout``)."""
-    seed: int = 12345
-    """Run seed: every random draw is keyed by (seed, stage, sample id, ...)."""
+    seed: int = Field(12345, ge=0, lt=2**63, strict=True)
+    """Run seed (0 <= seed < 2**63): every random draw is keyed by (seed, stage, sample id, ...)."""
     chunk_size: int = Field(256, gt=0)
     """Samples per Zarr chunk (and per Dask task)."""
     stamp_size: int = Field(64, gt=7)
@@ -138,10 +138,16 @@ def load_config(path: str | Path | None = None, overrides=()) -> Config:
         if not p.exists():
             msg = f"config file {p} does not exist"
             raise ConfigError(msg)
+        if not p.is_file():
+            msg = f"config file {p} is not a regular file"
+            raise ConfigError(msg)
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             msg = f"config file {p} is not valid YAML: {exc}"
+            raise ConfigError(msg) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            msg = f"config file {p} cannot be read as UTF-8 text: {exc}"
             raise ConfigError(msg) from None
         if not isinstance(data, dict):
             msg = f"config file {p}: top level must be a mapping, got {type(data).__name__}"

@@ -152,7 +152,10 @@ def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
         return path
     with store_lock(path):
         pending = pending_chunks(path)
-        map_chunks(simulate_chunk, pending, str(path), ctx, client=client, desc=STAGE)
+        map_chunks(
+            simulate_chunk, pending, str(path), ctx, client=client, desc=STAGE,
+            progress=cfg.cluster.progress,
+        )
         used = "lenscat" if ctx.lenscat is not None else "footprint"
         finalize_store(
             path,

@@ -24,6 +24,9 @@ from gen5dask.store.schema import brickname_for
 
 _INT_ID = re.compile(r"^\+?\d{1,19}$")
 _BRICK = re.compile(r"^\d{4}[pm]\d{3}$")
+#: Largest plausible PSF FWHM, arcsec (DR10 seeing is < ~3"); larger values (or inf) are
+#: catalogue errors and would make PSF kernels of absurd size downstream.
+MAX_PSFSIZE_ARCSEC = 10.0
 _MAX_I63 = (1 << 63) - 1
 
 
@@ -224,8 +227,9 @@ def read_catalog(
         Require and validate the PSF columns (``fetch`` needs only id, ra and dec).
 
     Row reasons: ``unparsable row`` (ragged CSV line, non-numeric ra/dec), ``missing id``,
-    ``ra/dec out of range``, ``bad brickname``, ``bad psfsize`` (NaN or <= 0), ``bad
-    psfdepth`` (NaN or <= 0 inverse variance), ``duplicate id`` (later occurrences).
+    ``ra/dec out of range``, ``bad brickname``, ``bad psfsize`` (NaN, <= 0 or
+    > :data:`MAX_PSFSIZE_ARCSEC`), ``bad psfdepth`` (NaN or <= 0 inverse variance),
+    ``duplicate id`` (later occurrences).
     """
     path = Path(path)
     if not path.is_file():
@@ -316,7 +320,7 @@ def read_catalog(
         cat.brickname[ok] = brickname_for(ra[ok], dec[ok])
     if require_psf:
         with np.errstate(invalid="ignore"):
-            bad = ~(psfsize > 0).all(axis=1)
+            bad = ~((psfsize > 0) & (psfsize <= MAX_PSFSIZE_ARCSEC)).all(axis=1)
         cat.reject(bad, fitsio.BAD_PSFSIZE, lambda i: f"{size_cols} = {psfsize[i].tolist()}")
         if columns.psfdepth is not None:
             bad = ~np.isfinite(psfdepth).all(axis=1)

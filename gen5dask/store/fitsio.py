@@ -158,6 +158,8 @@ def open_fits(source, *, name: str = ""):
             try:
                 for hdu in hdul:
                     _ = hdu.data
+                    for card in hdu.header.cards:  # a corrupt card fails here, not later
+                        _ = card.value
             except Exception as exc:  # noqa: BLE001
                 if _truncated(caught + caught2):
                     raise Rejected(TRUNCATED, f"{label}: {exc}") from None
