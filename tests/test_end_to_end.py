@@ -85,3 +85,27 @@ def test_rerun_skips_every_stage(tiny_run, capsys):
     assert main(["run", str(tiny_run)]) == 0
     err = capsys.readouterr().err
     assert err.count("up to date, skipped") == 9
+
+
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    cfg = load_config(tiny_run)
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400",
+         f"--screenshot={shot}", cfg.layout.report_html.resolve().as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1200, 2400)
+        colours = im.convert("RGB").resize((60, 120)).getcolors(maxcolors=100000)
+    assert len(colours) > 50  # a rendered page with tables and figures, not a blank canvas
