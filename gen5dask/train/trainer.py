@@ -457,7 +457,8 @@ def train_arm(
             _atomic_save({
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "schedule": sched.state_dict(), "scaler": scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_state_to(np.random.get_state()),  # noqa: NPY002
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": _numpy_state_to(np.random.get_state()),  # noqa: NPY002
                 "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs,
                 "fingerprint": fp, "arm": arm.name,
             }, ckdir / f"epoch_{epoch:03d}.pt")
