@@ -100,3 +100,25 @@ def test_workers_and_chunking_give_identical_stores(tmp_path, inputs, reference)
     ):
         out = run_ingest(_cfg(tmp_path / "w2", inputs, chunk=8), client=client)
     _assert_same(_arrays(out), reference)
+
+
+def test_chunk_128_vs_256_and_1_vs_2_workers(tmp_path_factory):
+    """The issue's matrix at real chunk sizes: 300 cutouts, chunk 128 / 256, 1 / 2 workers."""
+    from distributed import Client, LocalCluster
+
+    root = tmp_path_factory.mktemp("inputs300")
+    cdir, cat = make_cutout_set(root, 300)
+    (cdir / "1150.fits").write_bytes(b"\x00" * 100)  # quarantined mid-catalogue
+    big = (cdir, cat)
+    ref = _arrays(run_ingest(_cfg(tmp_path_factory.mktemp("c256"), big, chunk=256)))
+    assert ref["sample"].size == 299
+    _assert_same(_arrays(run_ingest(_cfg(tmp_path_factory.mktemp("c128"), big, chunk=128))), ref)
+    for n_workers in (1, 2):
+        with (
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False,
+                         dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
+            out = run_ingest(_cfg(tmp_path_factory.mktemp(f"w{n_workers}"), big, chunk=128),
+                             client=client)
+        _assert_same(_arrays(out), ref)
