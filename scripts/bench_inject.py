@@ -44,48 +44,12 @@ STAMP = 64
 CHUNK = 256
 
 
-def _template(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    from gen5dask.store.schema import REQUIRED
-    from gen5dask.store.testing import fake_chunk
-
-    rng = np.random.default_rng(seed)
-    ids = np.arange(n, dtype=np.int64)
-    d = fake_chunk(ids, variables=[*REQUIRED, "host_mag_r"], stamp_size=STAMP, seed=seed)
-    sigma = np.array([0.006, 0.0075, 0.02], dtype=np.float32)
-    y, x = np.mgrid[:STAMP, :STAMP] - STAMP // 2
-    mag = rng.uniform(17.0, 20.5, n)
-    q = rng.uniform(0.6, 1.0, n)
-    rr = np.sqrt(x[None] ** 2 * q[:, None, None] + y[None] ** 2 / q[:, None, None])
-    prof = np.exp(-rr / 3.0)
-    prof /= prof.sum(axis=(1, 2), keepdims=True)
-    col = np.array([10 ** (-0.4 * 1.5), 1.0, 10 ** (0.4 * 0.9)])
-    flux = 10 ** (-0.4 * (mag - 22.5))
-    img = flux[:, None, None, None] * col[None, :, None, None] * prof[:, None]
-    img = img + rng.standard_normal((n, 3, STAMP, STAMP)) * sigma[None, :, None, None]
-    d["image"] = img.astype(np.float32)
-    d["invvar"] = np.broadcast_to(
-        (1.0 / sigma**2)[None, :, None, None], (n, 3, STAMP, STAMP)
-    ).astype(np.float32)
-    d["host_mag_r"] = mag.astype(np.float32)
-    d["psfsize"] = rng.uniform(1.0, 1.6, (n, 3)).astype(np.float32)
-    d["kind"] = np.full(n, "host", dtype="U16")
-    d["label"] = np.zeros(n, dtype=np.int8)
-    return d
-
-
 def make_host_store(path: Path, n_hosts: int) -> Path:
-    """Synthetic host store of ``n_hosts`` (template chunk repeated with fresh ids)."""
-    from gen5dask.store import chunk_bounds, create_store, finalize_store, write_chunk
+    """Synthetic host store of ``n_hosts`` (see ``gen5dask.store.testing``)."""
+    from gen5dask.store.testing import make_synthetic_host_store
 
-    tpl = _template(CHUNK)
-    create_store(path, n_samples=n_hosts, stage="simulate", config={"bench": n_hosts}, seed=0,
-                 stamp_size=STAMP, chunk_size=CHUNK, variables=["host_mag_r"], overwrite=True)
-    for i, (a, b) in enumerate(chunk_bounds(n_hosts, CHUNK)):
-        d = {k: v[: b - a] for k, v in tpl.items()}
-        d["sample"] = np.arange(a, b, dtype=np.int64)
-        write_chunk(path, i, d)
-    finalize_store(path)
-    return path
+    return make_synthetic_host_store(path, n_hosts, stamp_size=STAMP, chunk_size=CHUNK,
+                                     stage="simulate")
 
 
 def _cfg(out: Path, hosts: Path):
@@ -156,8 +120,9 @@ def _warm() -> None:
     from gen5dask.config import config_from_dict
     from gen5dask.sim.injection_params import MODE_CODES, TargetDistribution
     from gen5dask.stages.inject import HOST_VARS, PLAN_DTYPE, ROLE_INJECTION, _spec, inject_rows
+    from gen5dask.store.testing import synthetic_host_chunk
 
-    tpl = _template(4)
+    tpl = synthetic_host_chunk(4, stamp_size=STAMP)
     plan = np.zeros(4, dtype=PLAN_DTYPE)
     plan["sample"] = np.arange(4)
     plan["host_id"] = np.arange(4)

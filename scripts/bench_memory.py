@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import local_client, maxrss_mb, reset_peak_rss, write_random_model  # noqa: E402
 
@@ -38,54 +36,11 @@ STAMP = 32
 CHUNK = 256
 
 
-def _template(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    from gen5dask.store.schema import REQUIRED
-    from gen5dask.store.testing import fake_chunk
-
-    rng = np.random.default_rng(seed)
-    d = fake_chunk(np.arange(n, dtype=np.int64), variables=[*REQUIRED, "host_mag_r"],
-                   stamp_size=STAMP, seed=seed)
-    sigma = np.array([0.006, 0.0075, 0.02], dtype=np.float32)
-    y, x = np.mgrid[:STAMP, :STAMP] - STAMP // 2
-    mag = rng.uniform(17.0, 20.5, n)
-    q = rng.uniform(0.6, 1.0, n)
-    rr = np.sqrt(x[None] ** 2 * q[:, None, None] + y[None] ** 2 / q[:, None, None])
-    prof = np.exp(-rr / 3.0)
-    prof /= prof.sum(axis=(1, 2), keepdims=True)
-    col = np.array([10 ** (-0.4 * 1.5), 1.0, 10 ** (0.4 * 0.9)])
-    img = (10 ** (-0.4 * (mag - 22.5)))[:, None, None, None] * col[None, :, None, None]
-    img = img * prof[:, None] + rng.standard_normal((n, 3, STAMP, STAMP)) * sigma[
-        None, :, None, None]
-    d["image"] = img.astype(np.float32)
-    d["invvar"] = np.broadcast_to((1 / sigma**2)[None, :, None, None],
-                                  (n, 3, STAMP, STAMP)).astype(np.float32)
-    d["host_mag_r"] = mag.astype(np.float32)
-    d["psfsize"] = rng.uniform(1.0, 1.6, (n, 3)).astype(np.float32)
-    d["kind"] = np.full(n, "host", dtype="U16")
-    d["label"] = np.zeros(n, dtype=np.int8)
-    d["ra"] = rng.uniform(0, 360, n)
-    d["dec"] = np.degrees(np.arcsin(rng.uniform(-0.5, 0.9, n)))
-    return d
-
-
 def make_hosts(path: Path, n: int) -> Path:
-    """Synthetic host store of ``n`` hosts (the template chunk repeated with fresh ids)."""
-    from gen5dask.store import chunk_bounds, create_store, finalize_store, write_chunk
-    from gen5dask.store.schema import brickname_for
+    """Synthetic host store of ``n`` hosts (see ``gen5dask.store.testing``)."""
+    from gen5dask.store.testing import make_synthetic_host_store
 
-    tpl = _template(CHUNK)
-    create_store(path, n_samples=n, stage="ingest", config={"bench_memory": n}, seed=0,
-                 stamp_size=STAMP, chunk_size=CHUNK, variables=["host_mag_r"], overwrite=True)
-    rng = np.random.default_rng(1)
-    for i, (a, b) in enumerate(chunk_bounds(n, CHUNK)):
-        d = {k: v[: b - a].copy() for k, v in tpl.items()}
-        d["sample"] = np.arange(a, b, dtype=np.int64)
-        d["ra"] = rng.uniform(0, 360, b - a)
-        d["dec"] = np.degrees(np.arcsin(rng.uniform(-0.5, 0.9, b - a)))
-        d["brickname"] = brickname_for(d["ra"], d["dec"])
-        write_chunk(path, i, d)
-    finalize_store(path)
-    return path
+    return make_synthetic_host_store(path, n, stamp_size=STAMP, chunk_size=CHUNK)
 
 
 def _cfg(out: Path):
