@@ -48,6 +48,7 @@ def test_plan_writes_report_and_metrics(tiny_run):
     for heading in ("Summary and verdict", "Gates", "Decision tree"):
         assert heading in html
     assert 'src="http' not in html and "url(http" not in html  # self-contained page
+    assert "section failed" not in html
     metrics = json.loads(lay.metrics_json.read_text())
     assert set(metrics["arms"]) == {"baseline", "masked", "remediated"}
     assert metrics["decision"]["branch"]

@@ -135,7 +135,8 @@ def completeness_1d_png(curves: Mapping[str, dict], *, title: str = "completenes
         comp = np.array([np.nan if v is None else v for v in c["completeness"]], float)
         lo = np.array([np.nan if v is None else v for v in c["lo"]], float)
         hi = np.array([np.nan if v is None else v for v in c["hi"]], float)
-        ax.errorbar(x, comp, yerr=[comp - lo, hi - comp], fmt="o-", capsize=3)
+        yerr = np.clip([comp - lo, hi - comp], 0.0, None)  # guard rounding at p = 0 or 1
+        ax.errorbar(x, comp, yerr=yerr, fmt="o-", capsize=3)
         ticks = [f"{lab}\nn={n}" for lab, n in zip(labels, c["n"], strict=True)]
         ax.set_xticks(x, ticks, rotation=30, fontsize=7)
         ax.set_ylim(0, 1.05)

@@ -95,7 +95,10 @@ def wilson_interval(k: int, n: int, conf: float = 0.95) -> tuple[float | None, f
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2.0 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact limits at the boundaries (centre - half is 0 only up to rounding when k = 0)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def bootstrap_ci(

@@ -133,3 +133,14 @@ def test_to_jsonable_removes_nan_and_numpy():
                      "d": np.array([1, 2]), "e": np.bool_(True)})
     assert d == {"a": None, "b": 3, "c": [None, 1.5], "d": [1, 2], "e": True}
     json.dumps(d, allow_nan=False)
+
+
+def test_wilson_limits_exact_at_boundaries_and_plot_accepts_them():
+    from gen5dask.evaluate.plots import completeness_1d_png
+    from gen5dask.evaluate.stats import wilson_interval
+
+    assert wilson_interval(0, 63)[0] == 0.0 and wilson_interval(63, 63)[1] == 1.0
+    curve = {"edges": [0.0, 1.0, 2.0], "completeness": [0.0, 1.0], "n": [63, 5],
+             "lo": [wilson_interval(0, 63)[0], wilson_interval(5, 5)[0]],
+             "hi": [wilson_interval(0, 63)[1], wilson_interval(5, 5)[1]]}
+    assert completeness_1d_png({"arc_snr": curve})[:4] == b"\x89PNG"
