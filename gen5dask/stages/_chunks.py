@@ -44,15 +44,20 @@ def map_chunks(
                 func, indices, *[[a] * len(indices) for a in args], pure=False, **kwargs
             )
             index_of = {f.key: i for f, i in zip(futures, indices, strict=True)}
-            for fut in as_completed(futures):
+            pending = {f.key: f for f in futures}
+            completed = as_completed(futures)
+            del futures  # hold each result only until it is fetched (worker memory stays flat)
+            for fut in completed:
                 i = index_of[fut.key]
                 try:
                     results[i] = fut.result()
                 except Exception as exc:
-                    for other in futures:
+                    for other in pending.values():
                         other.cancel()
                     msg = f"{desc or func.__name__}: chunk {i} failed: {exc}"
                     raise RuntimeError(msg) from exc
+                del pending[fut.key]
+                fut.release()
                 bar.update(1)
     finally:
         bar.close()
