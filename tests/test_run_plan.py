@@ -80,3 +80,23 @@ def test_ingested_data_skips_simulate():
     assert "simulate" not in [s.stage for s in plan]
     assert all("simulate" not in s.after for s in plan)
     assert [s.stage for s in runmod.plan_for(config_from_dict({}))][0] == "simulate"
+
+
+def _sum_rows(index, rows_by_chunk, offset):
+    return int(rows_by_chunk.get(index, []).__len__()) + offset
+
+
+def test_map_chunks_dask_equals_in_process_with_shared_dict_argument():
+    from distributed import Client, LocalCluster
+
+    from gen5dask.stages._chunks import map_chunks
+
+    rows = {0: [1, 2], 2: [5], 3: [7, 8, 9]}
+    ref = map_chunks(_sum_rows, range(5), rows, 10, progress=False)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                     dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        got = map_chunks(_sum_rows, range(5), rows, 10, client=client, progress=False)
+    assert got == ref == [12, 10, 11, 13, 10]

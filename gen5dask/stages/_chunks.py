@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+_SCALARS = (str, bytes, int, float, bool, type(None), Path)
 
 
 def map_chunks(
@@ -40,8 +43,15 @@ def map_chunks(
         else:
             from distributed import as_completed
 
+            # ship every non-scalar argument to each worker once (not once per task): a plan or a
+            # row map passed to thousands of tasks would otherwise sit in worker memory per task
+            shared = [
+                # a one-element list, so a dict/list argument becomes one object, not many
+                a if isinstance(a, _SCALARS) else client.scatter([a], broadcast=True, hash=False)[0]
+                for a in args
+            ]
             futures = client.map(
-                func, indices, *[[a] * len(indices) for a in args], pure=False, **kwargs
+                func, indices, *[[a] * len(indices) for a in shared], pure=False, **kwargs
             )
             index_of = {f.key: i for f, i in zip(futures, indices, strict=True)}
             pending = {f.key: f for f in futures}
