@@ -13,12 +13,16 @@ from gen5dask.store.testing import fake_chunk
 STAMP = 32
 
 
-def _cutout_store(path, n=12, empty=(3, 7), stress=(10, 11)):
+def _cutout_store(path, n=12, empty=(3, 7), stress=(10, 11), *, arcs=False):
+    """Cutouts of anchors at (150 + 0.01 i, 2) deg: a central source except in ``empty``, kind
+    stress for ``stress``; with ``arcs``, every even cutout also gets a faint partial ring."""
     store.create_store(path, n_samples=n, stage="test", config={}, seed=0, stamp_size=STAMP,
                        chunk_size=8)
     man = store.store_geometry(path)
     yy, xx = np.mgrid[:STAMP, :STAMP]
-    blob = 2.0 * np.exp(-((yy - STAMP // 2) ** 2 + (xx - STAMP // 2) ** 2) / (2 * 1.5**2))
+    r = np.hypot(yy - STAMP // 2, xx - STAMP // 2)
+    blob = 2.0 * np.exp(-(r**2) / (2 * 1.5**2))
+    arc = 0.2 * np.exp(-((r - 7) ** 2) / 2) * (xx > STAMP // 2 + 3)
     ids = 1000 + np.arange(n)
     for i, (a, b) in enumerate(store.chunk_bounds(n, 8)):
         d = fake_chunk(ids[a:b], variables=man["variables"], stamp_size=STAMP, seed=1)
@@ -28,6 +32,8 @@ def _cutout_store(path, n=12, empty=(3, 7), stress=(10, 11)):
         for j in range(a, b):
             if j not in empty:
                 d["image"][j - a] += blob.astype("f4")
+            if arcs and j % 2 == 0:
+                d["image"][j - a] += arc.astype("f4")
             kinds.append("stress" if j in stress else "anchor")
         d["kind"] = np.array(kinds)
         store.write_chunk(path, i, d)

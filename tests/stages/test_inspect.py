@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gen5dask import store
 from gen5dask.config import config_from_dict
 from gen5dask.stages.anchors import run_anchors, select_anchors
 from gen5dask.stages.inspect import (
@@ -22,41 +21,14 @@ from gen5dask.stages.inspect import (
     order_anchors,
     run_inspect,
 )
-from gen5dask.store.testing import fake_chunk
+from tests.stages.test_anchors import STAMP, _cutout_store
 
-STAMP = 32
 NODE = shutil.which("node")
-
-
-def _cutout_store(path, n=12, empty=(3, 7), stress=(10, 11)):
-    store.create_store(path, n_samples=n, stage="test", config={}, seed=0, stamp_size=STAMP,
-                       chunk_size=8)
-    man = store.store_geometry(path)
-    yy, xx = np.mgrid[:STAMP, :STAMP]
-    r = np.hypot(yy - STAMP // 2, xx - STAMP // 2)
-    blob = 2.0 * np.exp(-(r**2) / (2 * 1.5**2))
-    arc = 0.2 * np.exp(-((r - 7) ** 2) / 2) * (xx > STAMP // 2 + 3)
-    ids = 1000 + np.arange(n)
-    for i, (a, b) in enumerate(store.chunk_bounds(n, 8)):
-        d = fake_chunk(ids[a:b], variables=man["variables"], stamp_size=STAMP, seed=1)
-        d["ra"] = 150.0 + 0.01 * np.arange(a, b)
-        d["dec"] = np.full(b - a, 2.0)
-        kinds = []
-        for j in range(a, b):
-            if j not in empty:
-                d["image"][j - a] += blob.astype("f4")
-            if j % 2 == 0:
-                d["image"][j - a] += arc.astype("f4")
-            kinds.append("stress" if j in stress else "anchor")
-        d["kind"] = np.array(kinds)
-        store.write_chunk(path, i, d)
-    store.finalize_store(path)
-    return ids
 
 
 def _setup(tmp_path, **inspect):
     cut = tmp_path / "cut.zarr"
-    ids = _cutout_store(cut)
+    ids = _cutout_store(cut, arcs=True)
     ra = 150.0 + 0.01 * np.arange(10)
     ref = pd.DataFrame({"name": [f"L{i}" for i in range(10)], "ra": ra, "dec": np.full(10, 2.0),
                         "grade": "confident", "ref": "Huang et al. (2021)"})
