@@ -18,7 +18,6 @@ import gzip
 import http.server
 import os
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from gen5dask.stages.ingest import run_ingest
 from gen5dask.store import fitsio as F
 from gen5dask.store import read_samples, read_table, validate
 from gen5dask.store.ingest import side_paths
+from tests.loopback import LoopbackServer
 from tests.store.fitsfactory import (
     catalog_frame,
     cutout_arrays,
@@ -277,7 +277,7 @@ def test_corrupt_ingest_through_cli(tmp_path, capsys):
 # --- fetch: confinement and limits not covered by tests/store/test_fetch.py -----------------
 
 
-class _Server:
+class _Server(LoopbackServer):
     """Loopback server: ``/big`` streams without Content-Length, ``/redir`` -> file://."""
 
     def __init__(self, body: bytes):
@@ -304,18 +304,7 @@ class _Server:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def _fetch_cfg(tmp_path, port, path, ids, **fetch):

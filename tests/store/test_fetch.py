@@ -18,6 +18,7 @@ from gen5dask.stages.fetch import QUARANTINE, RateLimiter, check_url, run_fetch
 from gen5dask.stages.ingest import run_ingest
 from gen5dask.store import fitsio as F
 from gen5dask.store import read_samples, validate
+from tests.loopback import LoopbackServer
 from tests.store.fitsfactory import catalog_frame, cutout_arrays, ingest_config
 
 SIZE = 16
@@ -35,7 +36,7 @@ def service_fits(seed: int, *, nan: bool = False) -> bytes:
     return buf.getvalue()
 
 
-class Server:
+class Server(LoopbackServer):
     """Loopback server; behaviour chosen by the request's ra (3 decimals)."""
 
     def __init__(self, behaviour):
@@ -86,18 +87,7 @@ class Server:
                     pass
                 return None
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
     def count(self, key=None):
         return sum(1 for _, k in self.hits if key is None or k == key)
