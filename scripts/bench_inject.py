@@ -118,8 +118,11 @@ def _run(
 def _warm() -> None:
     """Load every jitted kernel (numba cache) in a worker with a tiny injection batch."""
     from gen5dask.config import config_from_dict
-    from gen5dask.sim.injection_params import MODE_CODES, TargetDistribution
-    from gen5dask.stages.inject import HOST_VARS, PLAN_DTYPE, ROLE_INJECTION, _spec, inject_rows
+    from gen5dask.injection.batch import inject_rows
+    from gen5dask.injection.ids import ROLE_INJECTION
+    from gen5dask.injection.laws import MODE_CODES, TargetDistribution
+    from gen5dask.injection.plan import HOST_VARS, PLAN_DTYPE
+    from gen5dask.injection.spec import InjectSpec
     from gen5dask.store.testing import synthetic_host_chunk
 
     tpl = synthetic_host_chunk(4, stamp_size=STAMP)
@@ -135,7 +138,11 @@ def _warm() -> None:
     host["kind"] = np.zeros(4, dtype=np.int8)
     host["split"] = np.zeros(4, dtype=np.int8)
     host["brickname"] = np.zeros(4, dtype=np.int32)
-    inject_rows(host, plan, _spec(cfg, ["g", "r", "z"], STAMP, t))
+    spec = InjectSpec.from_config(
+        cfg.inject, seed=cfg.seed, pixscale=cfg.pixscale, bands=("g", "r", "z"),
+        stamp_size=STAMP, target=t,
+    )
+    inject_rows(host, plan, spec)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gen5dask.stages.declare import stage
 from gen5dask.stages.evaluate import run_evaluate
 
 
+@stage(
+    "ablation",
+    reads=(
+        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
+        "bands", "stamp_size", "pixscale", "chunk_size",
+    ),
+    after=("audit",),
+)
 def run_ablation(cfg, client=None, *, force: bool = False) -> Path:
     """Train + score + evaluate all arms of ``ablation.arms``; returns ``report/metrics.json``."""
     from gen5dask.stages.score import run_score

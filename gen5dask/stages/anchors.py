@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gen5dask.anchors import catalogs
+from gen5dask.stages.declare import stage
 from gen5dask.store import (
     create_store,
     finalize_store,
@@ -242,6 +243,11 @@ def select_anchors(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     return merged, rej
 
 
+@stage(
+    "anchors",
+    reads=("anchors", "seed", "chunk_size"),
+    after=("simulate",),
+)
 def run_anchors(cfg, client=None, *, force: bool = False) -> Path:
     """Build the anchor set; returns the path of ``anchors.zarr``."""
     acfg = cfg.anchors

@@ -24,6 +24,7 @@ from gen5dask import gates as G
 from gen5dask.config import Config
 from gen5dask.kernels.photometry import MASKBITS
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.stages.split import host_store_name, store_paths
 from gen5dask.store import chunk_bounds, read_samples, read_table, store_geometry
 
@@ -513,6 +514,14 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
     return result, gates
 
 
+@stage(
+    "audit",
+    reads=(
+        "audit", "gates", "split", "train", "evaluate", "seed", "bands", "stamp_size",
+        "pixscale", "chunk_size",
+    ),
+    after=("split",),
+)
 def run_audit(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Run every diagnostic and gate; write audit.json, figures and gates.json.
 

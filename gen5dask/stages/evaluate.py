@@ -13,6 +13,7 @@ from pathlib import Path
 from gen5dask.evaluate.decision import decide
 from gen5dask.evaluate.metrics import arm_metrics_kwargs, compute_arm_metrics
 from gen5dask.evaluate.report import write_metrics_json
+from gen5dask.stages.declare import stage
 
 
 def arm_names(cfg) -> list[str]:
@@ -40,6 +41,14 @@ def evaluate_arms(cfg) -> dict:
     return metrics
 
 
+@stage(
+    "evaluate",
+    reads=(
+        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
+        "bands", "stamp_size", "pixscale", "chunk_size",
+    ),
+    after=("score",),
+)
 def run_evaluate(cfg, client=None, *, force: bool = False) -> Path:
     """Compute metrics and the decision; write ``report/metrics.json``."""
     metrics = evaluate_arms(cfg)

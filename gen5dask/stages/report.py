@@ -10,6 +10,7 @@ import pandas as pd
 
 from gen5dask.evaluate.report import build_report
 from gen5dask.provenance import config_yaml
+from gen5dask.stages.declare import stage
 from gen5dask.stages.evaluate import arm_names, evaluate_arms, load_scores
 
 
@@ -44,6 +45,15 @@ def anchor_gallery(cfg, metrics_arm: str | None) -> list[dict]:
     return items
 
 
+@stage(
+    "report",
+    reads=(
+        "report", "train", "score", "evaluate", "ablation", "gates", "split", "audit",
+        "data", "seed", "bands", "stamp_size", "pixscale", "chunk_size", "anchors",
+        "calibrate", "inject",
+    ),
+    after=("ablation",),
+)
 def run_report(cfg, client=None, *, force: bool = False) -> Path:
     """Build ``report/index.html`` from everything under ``output_dir``."""
     lay = cfg.layout

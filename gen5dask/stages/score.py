@@ -24,6 +24,7 @@ import pandas as pd
 
 from gen5dask.provenance import config_hash, provenance_attrs
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.store import chunk_bounds, fingerprint, is_complete, store_geometry
 from gen5dask.train.dataset import store_table
 
@@ -131,6 +132,14 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
     return out
 
 
+@stage(
+    "score",
+    reads=(
+        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
+        "bands", "stamp_size", "pixscale", "chunk_size",
+    ),
+    after=("train",),
+)
 def run_score(cfg, client=None, *, force: bool = False) -> Path:
     """Score every arm with a model (see module docstring). Returns the scores directory."""
     done = [score_arm(cfg, arm, client, force=force) for arm in _arms(cfg)]

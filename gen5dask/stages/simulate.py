@@ -31,6 +31,7 @@ from gen5dask.config import Config
 from gen5dask.sim import survey
 from gen5dask.sim.populations import anchor_mag_offset
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.store import (
     create_store,
     finalize_store,
@@ -112,6 +113,10 @@ def write_lists(cfg: Config, ctx: survey.Context) -> dict[str, Path]:
     return out
 
 
+@stage(
+    "simulate",
+    reads=("simulate", "seed", "stamp_size", "bands", "pixscale", "chunk_size"),
+)
 def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Simulate the mock survey into ``cfg.layout.survey``; resumable and idempotent.
 
@@ -129,22 +134,23 @@ def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
     -------
     Path
         The survey store. A complete store with the same effective config is returned as is; a
-        partial one resumes its pending chunks; one with another config is an error unless
-        ``force``.
+        partial one resumes its pending chunks; one with another config is replaced (as is any
+        with ``force``).
     """
     sim = cfg.simulate
     path = Path(cfg.layout.survey)
     plan = survey.SurveyPlan.from_config(sim)
     eff = effective_config(cfg)
-    if force and path.exists():
+    if path.exists():
         with store_lock(path):
-            pass  # refuse to delete a store another process is writing
-        shutil.rmtree(path)
+            pass  # refuse to delete or replace a store another process is writing
+        if force:
+            shutil.rmtree(path)
     variables = ["tier", "subtype", "host_mag_r"] + (["arc"] if sim.store_arc else [])
     create_store(
         path, n_samples=plan.n_samples, stage=STAGE, config=eff, seed=cfg.seed,
         bands=tuple(cfg.bands), stamp_size=cfg.stamp_size, chunk_size=cfg.chunk_size,
-        variables=variables, overwrite=False,
+        variables=variables, overwrite=True,  # another config: replaced, never an error
     )
     ctx = make_context(cfg)
     lists = write_lists(cfg, ctx)

@@ -42,6 +42,7 @@ from gen5dask.regions import (
     nuniq_to_cell,
     region_histograms,
 )
+from gen5dask.stages.declare import stage
 from gen5dask.store import fingerprint, is_complete, read_table, store_geometry, write_columns
 from gen5dask.store.zarrstore import store_lock
 
@@ -259,6 +260,11 @@ def _inputs_hash(stores: dict[str, Path]) -> str:
     return config_hash({k: fingerprint(p) for k, p in stores.items()})
 
 
+@stage(
+    "split",
+    reads=("split", "inject.hosts", "seed", "chunk_size"),
+    after=("inject", "anchors", "hardneg",),
+)
 def run_split(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Assign regions and splits to every store; returns ``cfg.layout.split_dir``.
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from gen5dask import gates as gates_mod
+from gen5dask.stages.declare import stage
 from gen5dask.store import StoreError, is_complete
 
 
@@ -64,6 +65,14 @@ def selected_arms(cfg) -> list:
     return arms
 
 
+@stage(
+    "train",
+    reads=(
+        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
+        "bands", "stamp_size", "pixscale", "chunk_size",
+    ),
+    after=("audit",),
+)
 def run_train(cfg, client=None, *, force: bool = False) -> Path:
     """Train every selected arm (see module docstring). Returns ``cfg.layout.models_dir``.
 
