@@ -23,9 +23,9 @@ def _snr_opt_kernel(arc, invvar, out):
         for b in range(nb):
             for y in range(h):
                 for x in range(w):
-                    iv = invvar[i, b, y, x]
+                    iv = np.float64(invvar[i, b, y, x])
                     if iv > 0.0:
-                        a = float(arc[i, b, y, x])
+                        a = np.float64(arc[i, b, y, x])
                         acc += a * a * iv
         out[i] = math.sqrt(acc)
 

@@ -88,6 +88,23 @@ class ConfigView:
     def __repr__(self) -> str:
         return f"ConfigView({self._decl.name!r}, prefix={self._prefix!r})"
 
+    def model_dump(self, **kwargs) -> dict:
+        """The declared part of the config as a nested dict (what provenance records: the
+        values this stage read), like pydantic's ``model_dump``."""
+        full = self._obj.model_dump(**kwargs)
+        out: dict = {}
+        keys = [r[len(self._prefix):] for r in self._decl.reads if r.startswith(self._prefix)]
+        if not self._prefix:
+            keys.append("output_dir")
+        for key in keys:
+            src, dst = full, out
+            parts = key.split(".")
+            for part in parts[:-1]:
+                src = src[part]
+                dst = dst.setdefault(part, {})
+            dst[parts[-1]] = src[parts[-1]]
+        return out
+
     def __getstate__(self):
         return (self._obj, self._decl, self._prefix)
 
