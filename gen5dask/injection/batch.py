@@ -129,7 +129,10 @@ def inject_rows(
         cal = np.flatnonzero(m == MODE_CODES["calibrated"])
         if cal.size:
             tgt = par["target_arc_snr"][cal]
-            s, gap = solve_nearest(arc_unit[cal, ir], iv_r[cal], tgt)
+            # drawn targets keep to their table bin at a jump; overridden ones (dry runs) have
+            # no bin
+            bounds = spec.target.bin_of(tgt) if target_override is None else None
+            s, gap = solve_nearest(arc_unit[cal, ir], iv_r[cal], tgt, bounds)
             summary["unattainable"] = int(gap.sum())
             d = flux_to_mag(s) - hm[cal]
             lo, hi = spec.calibrated_dmag_bounds

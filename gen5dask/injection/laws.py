@@ -153,6 +153,14 @@ class TargetDistribution:
         k = np.minimum(k, len(self.fractions) - 1)
         return b[k] + np.asarray(u_within, dtype=np.float64) * (b[k + 1] - b[k])
 
+    def bin_of(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[low, high)`` of the bin of each value (the last bin open above, the first below)."""
+        b = np.asarray(self.bins)
+        k = np.searchsorted(b, np.asarray(values, dtype=np.float64), side="right") - 1
+        k = np.clip(k, 0, len(self.fractions) - 1)
+        hi = np.where(k == len(self.fractions) - 1, np.inf, b[k + 1])
+        return b[k], hi
+
     def fractions_of(self, values: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Fractions of finite ``values`` per bin, among those ``>= bins[0]``.
 

@@ -35,7 +35,7 @@ from gen5dask.store import (
 )
 from gen5dask.store.zarrstore import chunk_bounds
 
-CARRY_OPTIONAL = ("subtype", "host_mag_r", "core_brightness", "quality", "arc")
+CARRY_OPTIONAL = ("subtype", "host_mag_r", "core_brightness", "quality", "arc", "snr_opt")
 
 
 class AnchorSizeError(RuntimeError):

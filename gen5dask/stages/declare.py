@@ -35,11 +35,27 @@ class UndeclaredConfigError(AttributeError):
 
 @dataclass(frozen=True)
 class StageDecl:
-    """The declaration of one stage: its name, config keys read and upstream stages."""
+    """The declaration of one stage: its name, config keys read and upstream stages.
+
+    ``reads_when`` lists conditional reads ``(key, value, keys)``: the stage also reads
+    ``keys`` when config ``key`` (itself in ``reads``) equals ``value`` -- e.g. ``simulate``
+    reads the injection laws only when ``simulate.anchor_model`` is ``injection``.
+    """
 
     name: str
     reads: tuple[str, ...]
     after: tuple[str, ...] = ()
+    reads_when: tuple[tuple[str, object, tuple[str, ...]], ...] = ()
+
+    def for_config(self, cfg: Any) -> StageDecl:
+        """This declaration with the conditional reads that hold for ``cfg`` made plain."""
+        if not self.reads_when:
+            return self
+        extra: list[str] = []
+        for key, value, keys in self.reads_when:
+            if config_value(cfg, key) == value:
+                extra += [k for k in keys if k not in self.reads and k not in extra]
+        return StageDecl(self.name, self.reads + tuple(extra), self.after)
 
     def covers(self, key: str) -> bool:
         """True when ``key`` (dotted) is declared, itself or through an enclosing section."""
@@ -143,11 +159,21 @@ def view_for(cfg: Any, decl: StageDecl) -> ConfigView:
     return ConfigView(full_config(cfg), decl)
 
 
-def stage(name: str, *, reads: Iterable[str], after: Iterable[str] = ()) -> Callable:
+def stage(
+    name: str,
+    *,
+    reads: Iterable[str],
+    after: Iterable[str] = (),
+    reads_when: Iterable[tuple[str, object, Iterable[str]]] = (),
+) -> Callable:
     """Declare a stage function (see the module docstring); registers it in
     :data:`DECLARATIONS` and makes it receive a :class:`ConfigView`."""
-    decl = StageDecl(name, tuple(reads), tuple(after))
+    decl = StageDecl(
+        name, tuple(reads), tuple(after),
+        tuple((k, v, tuple(keys)) for k, v, keys in reads_when),
+    )
     bad = [k for k in decl.reads if not k or k.split(".")[0] in ALWAYS_READABLE]
+    bad += [k for k, _, _ in decl.reads_when if not decl.covers(k)]
     if bad:
         msg = f"stage {name!r}: keys {bad} need no declaration (always readable) or are empty"
         raise ValueError(msg)
@@ -155,7 +181,8 @@ def stage(name: str, *, reads: Iterable[str], after: Iterable[str] = ()) -> Call
     def wrap(func: Callable) -> Callable:
         @functools.wraps(func)
         def run(cfg, client=None, *, force: bool = False):
-            return func(view_for(cfg, decl), client=client, force=force)
+            return func(view_for(cfg, decl.for_config(full_config(cfg))), client=client,
+                        force=force)
 
         run.declaration = decl  # type: ignore[attr-defined]
         DECLARATIONS[name] = decl

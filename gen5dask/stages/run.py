@@ -63,13 +63,16 @@ def declaration(name: str) -> StageDecl:
     return decl
 
 
-def derive_plan(names: tuple[str, ...] | list[str]) -> tuple[Step, ...]:
+def derive_plan(names: tuple[str, ...] | list[str], cfg: Any = None) -> tuple[Step, ...]:
     """Steps of the stages ``names`` in a topological order of their declared ``after``.
 
     Upstream stages outside ``names`` are dropped (e.g. ``simulate`` for ingested data: its
-    store is then an input made outside the plan). Ties keep the order of ``names``.
+    store is then an input made outside the plan). Ties keep the order of ``names``. With a
+    ``cfg``, conditional reads (``reads_when``) that hold for it are included.
     """
     decls = {n: declaration(n) for n in names}
+    if cfg is not None:
+        decls = {n: d.for_config(cfg) for n, d in decls.items()}
     after = {n: tuple(a for a in d.after if a in decls) for n, d in decls.items()}
     done: list[str] = []
     todo = list(names)
@@ -86,7 +89,7 @@ def derive_plan(names: tuple[str, ...] | list[str]) -> tuple[Step, ...]:
 def plan_for(cfg: Any) -> tuple[Step, ...]:
     """The plan for this config: without ``simulate`` when ``data: ingested``."""
     names = [n for n in PLAN_STAGES if cfg.data == "mock" or n != "simulate"]
-    return derive_plan(names)
+    return derive_plan(names, cfg)
 
 
 def step_fingerprints(cfg: Any, plan: tuple[Step, ...] | None = None) -> dict[str, str]:

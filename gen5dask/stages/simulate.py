@@ -146,7 +146,7 @@ def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
             pass  # refuse to delete or replace a store another process is writing
         if force:
             shutil.rmtree(path)
-    variables = ["tier", "subtype", "host_mag_r"] + (["arc"] if sim.store_arc else [])
+    variables = ["tier", "subtype", "host_mag_r", "snr_opt"] + (["arc"] if sim.store_arc else [])
     create_store(
         path, n_samples=plan.n_samples, stage=STAGE, config=eff, seed=cfg.seed,
         bands=tuple(cfg.bands), stamp_size=cfg.stamp_size, chunk_size=cfg.chunk_size,

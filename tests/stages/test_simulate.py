@@ -12,7 +12,7 @@ from gen5dask.config import config_from_dict
 from gen5dask.kernels.photometry import core_brightness
 from gen5dask.sim import survey
 from gen5dask.stages.simulate import make_context, run_simulate
-from gen5dask.store import StoreError, read_attrs, read_samples, read_table, validate
+from gen5dask.store import read_attrs, read_samples, read_table, validate
 
 SMALL = {
     "n_hosts": 40,
@@ -184,8 +184,11 @@ def test_resume_force_and_config_change(tmp_path):
     assert run_simulate(cfg) == path  # complete: returned as is
     changed = _cfg(tmp_path, "r", n_hosts=6, n_anchors=2, n_stress=1, n_hard_negatives=1,
                    n_rings=1, off_target_fraction=0.0)
-    with pytest.raises(StoreError, match="force"):
-        run_simulate(changed)
+    # another config replaces the store (issue #14: a rerun never asks to delete anything)
+    assert read_table(run_simulate(changed))["kind"].eq("host").sum() == 6
+    again = _all_arrays(run_simulate(cfg))
+    for name, arr in before.items():
+        np.testing.assert_array_equal(arr, again[name], err_msg=name)
     again = _all_arrays(run_simulate(cfg, force=True))
     for name, arr in before.items():
         np.testing.assert_array_equal(arr, again[name], err_msg=name)
