@@ -232,6 +232,7 @@ def draw_injection_params(
     modes,
     target: TargetDistribution | None = None,
     n_galaxies: int | None = None,
+    stage: str = STAGE,
 ) -> dict[str, np.ndarray]:
     """Lens and source parameters for a batch of injections (vectorised, keyed draws).
 
@@ -251,6 +252,9 @@ def draw_injection_params(
         Rows of the real-galaxy catalogue (``source_mode: real_galaxy``); the galaxy of each
         injection is row ``floor(u * n_galaxies)``. Without it ``src_index`` is -1 (callers
         that only need the other draws, e.g. the calibration bookkeeping).
+    stage : str
+        Stage name of the key (default ``"inject"``; the mock survey's injection-model anchors
+        use their own stream).
 
     Returns
     -------
@@ -270,7 +274,7 @@ def draw_injection_params(
     g = np.empty((n, 2), dtype=np.float64)
     _draw_kernel(
         int(seed),
-        stage_id(STAGE),
+        stage_id(stage),
         host_ids,
         reps,
         mcode,

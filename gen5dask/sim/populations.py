@@ -289,6 +289,9 @@ class SampleModel:
     """``"lens"`` (lensed Sersic arc), ``"ring"`` (unlensed ring) or ``""``."""
     lens: dict = field(default_factory=dict)
     """Lens and source truth (theta_e, lens_q, ..., src_gr, src_rz) for ``feature == "lens"``."""
+    lens_model: str = "survey"
+    """``survey`` (rendered with the survey PSF) or ``injection`` (the injection renderer,
+    ``lens`` then also holds ``src_index``, -1 for Sersic sources)."""
     ring_row: np.ndarray | None = None
     """Ring component row for ``feature == "ring"`` (unit flux; colours in ``ring_colors``)."""
     ring_colors: tuple[float, float] = (0.0, 0.0)

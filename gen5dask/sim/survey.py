@@ -53,7 +53,10 @@ import numpy as np
 from gen5dask import ZEROPOINT_AB
 from gen5dask.injection.amplitude import solve_nearest
 from gen5dask.injection.colour import colour_factors
+from gen5dask.injection.laws import MODE_CODES, TargetDistribution, draw_injection_params
 from gen5dask.injection.matched_filter import snr_opt
+from gen5dask.injection.render import render_unit_arcs
+from gen5dask.injection.spec import InjectionModel
 from gen5dask.kernels import psf as _psf
 from gen5dask.kernels import rng
 from gen5dask.kernels.noise import add_noise
@@ -232,11 +235,35 @@ class Context:
     pixscale: float
     anchor_dm: float
     lenscat: dict | None = None
+    anchor_injection: InjectionModel | None = None
+    """``simulate.anchor_model: injection``: the injection model the anchors are drawn from."""
 
 
 def desi_name(ra: float, dec: float) -> str:
     """DESI-style lens name ``DESI-RRR.RRRR+DD.DDDD``."""
     return f"DESI-{ra:08.4f}{dec:+08.4f}"
+
+
+#: key stage of the injection-model anchors' draws.
+ANCHOR_LENS_STAGE = "simulate.anchor_lens"
+
+
+def injection_model_lens(sample_id: int, ctx: Context) -> tuple[dict, tuple[float, float, float]]:
+    """Lens and source of an anchor drawn from the injection model (``anchor_model:
+    injection``) and its target ``(arc_snr, bin_low, bin_high)`` from the anchors' table."""
+    model = ctx.anchor_injection
+    table = TargetDistribution(ctx.sim.arc_snr_bins, ctx.sim.arc_snr_fractions)
+    par = draw_injection_params(
+        model.laws, seed=ctx.seed, host_ids=[int(sample_id)], replicates=[0],
+        modes=[MODE_CODES["calibrated"]], target=table,
+        n_galaxies=len(model.source) if model.source is not None else None,
+        stage=ANCHOR_LENS_STAGE,
+    )
+    lens = {k: float(par[k][0]) for k in LENS_KEYS}
+    lens["src_index"] = int(par["src_index"][0])
+    t = float(par["target_arc_snr"][0])
+    lo, hi = table.bin_of(np.array([t]))
+    return lens, (t, float(lo[0]), float(min(hi[0], table.bins[-1])))
 
 
 def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
@@ -271,6 +298,9 @@ def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
             mag = shape["mag_r"] + ctx.anchor_dm
             lens, target = pop.draw_lens(g, sim, theta_range=sim.anchor_theta_e,
                                          deflector_pa=shape["pa"])
+            if ctx.anchor_injection is not None:  # the stream above is drawn either way
+                lens, target = injection_model_lens(sample_id, ctx)
+                m.lens_model = "injection"
             m.tier = "A" if index in tier_a_indices(sim, seed) else "B"
             m.z_lens, m.z_source = pop.unif(g, sim.z_lens), pop.unif(g, sim.z_source)
             if ctx.lenscat is not None:
@@ -395,6 +425,18 @@ def _render_lensed(models, idx, kernels, ctx: Context):
     return np.concatenate(arcs), np.concatenate(mags)
 
 
+def _render_injection_model(models, idx, psfsize, ctx: Context):
+    """Unit-r-flux arcs of injection-model anchors, by the injection renderer."""
+    keys = (*LENS_KEYS, "src_index")
+    par = {k: np.array([models[i].lens[k] for i in idx]) for k in keys}
+    par["src_index"] = par["src_index"].astype(np.int64)
+    unit = colour_factors(ctx.bands, par["src_gr"], par["src_rz"])
+    return render_unit_arcs(
+        ctx.anchor_injection, par, unit, np.asarray(psfsize, np.float64)[idx],
+        stamp_size=ctx.stamp_size, pixscale=ctx.pixscale, bands=ctx.bands,
+    )
+
+
 def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
     """Simulate the samples ``ids``: every store variable (strings for coded ones).
 
@@ -452,7 +494,14 @@ def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
     magnification = np.full(n, np.nan)
     snr_opt_all = np.full(n, np.nan)  # matched-filter S/N of lensed arcs (issue #12)
     if lens_idx.size:
-        unit[lens_idx], magnification[lens_idx] = _render_lensed(models, lens_idx, kernels, ctx)
+        inj = np.array([models[i].lens_model == "injection" for i in lens_idx], dtype=bool)
+        own, other = lens_idx[~inj], lens_idx[inj]
+        if own.size:
+            unit[own], magnification[own] = _render_lensed(models, own, kernels, ctx)
+        if other.size:
+            unit[other], magnification[other] = _render_injection_model(
+                models, other, psfsize, ctx
+            )
     if ring_idx.size:
         ring_light = _render_light([models[i] for i in ring_idx], kernels[ring_idx], ctx,
                                    ring_only=True)
@@ -539,10 +588,12 @@ def catalogue_rows(kind: str, ctx: Context, plan: SurveyPlan) -> list[dict]:
 __all__ = [
     "POPULATIONS",
     "STAGE",
+    "ANCHOR_LENS_STAGE",
     "Context",
     "SurveyPlan",
     "catalogue_rows",
     "desi_name",
+    "injection_model_lens",
     "kernel_size",
     "lenscat_anchor_table",
     "lenscat_catalog_path",

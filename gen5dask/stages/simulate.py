@@ -28,6 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from gen5dask.config import Config
+from gen5dask.injection.laws import LAW_KEYS
+from gen5dask.injection.spec import InjectionModel
 from gen5dask.sim import survey
 from gen5dask.sim.populations import anchor_mag_offset
 from gen5dask.stages._chunks import map_chunks
@@ -55,6 +57,8 @@ def effective_config(cfg: Config) -> dict:
         "stamp_size": int(cfg.stamp_size),
         "bands": list(cfg.bands),
         "pixscale": float(cfg.pixscale),
+        **({"inject": cfg.inject.model_dump(mode="json")}
+           if cfg.simulate.anchor_model == "injection" else {}),
     }
 
 
@@ -71,6 +75,8 @@ def make_context(cfg: Config) -> survey.Context:
     return survey.Context(
         sim=sim, seed=int(cfg.seed), bands=tuple(cfg.bands), stamp_size=int(cfg.stamp_size),
         pixscale=float(cfg.pixscale), anchor_dm=dm, lenscat=lenscat,
+        anchor_injection=(InjectionModel.from_config(cfg.inject)
+                          if sim.anchor_model == "injection" else None),
     )
 
 
@@ -113,9 +119,18 @@ def write_lists(cfg: Config, ctx: survey.Context) -> dict[str, Path]:
     return out
 
 
+#: what ``anchor_model: injection`` reads of ``inject``: the laws, source and renderer.
+INJECTION_MODEL_KEYS = (
+    *LAW_KEYS, "real_galaxy_catalog", "real_galaxy_image_dir", "real_galaxy_max_size",
+    "real_galaxy_threshold_sigma", "psf_beta", "supersample",
+)
+
+
 @stage(
     "simulate",
     reads=("simulate", "seed", "stamp_size", "bands", "pixscale", "chunk_size"),
+    reads_when=(("simulate.anchor_model", "injection",
+                 tuple(f"inject.{k}" for k in INJECTION_MODEL_KEYS)),),
 )
 def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Simulate the mock survey into ``cfg.layout.survey``; resumable and idempotent.
