@@ -105,7 +105,7 @@ def _file_stamp(path: Path) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=4)
 def _catalog_cached(path: str, image_dir: str | None, stamp: tuple[int, int]):
-    from gen5dask.sim.realgalaxy import load_real_galaxy_catalog
+    from gen5dask.injection.realgalaxy import load_real_galaxy_catalog
 
     del stamp  # part of the cache key only: a rewritten catalogue is reloaded
     return load_real_galaxy_catalog(path, image_dir)
