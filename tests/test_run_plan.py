@@ -68,6 +68,13 @@ def test_interrupted_step_resumes_with_the_same_fingerprint(fake_plan, tmp_path)
     assert calls == [("inject", False)]  # resumed, not rebuilt; report's inputs unchanged
 
 
+def test_force_ablation_reruns_the_model_steps():
+    plan = runmod.derive_plan(["audit", "train", "score", "evaluate", "report"])
+    assert [s.stage for s in plan] == ["audit", "train", "score", "evaluate", "report"]
+    assert runmod.dependents(plan, runmod.FORCE_ALIASES["ablation"]) == [
+        "train", "score", "evaluate", "report"]
+
+
 def test_unknown_force_stage(fake_plan, tmp_path):
     plan, _ = fake_plan
     cfg = config_from_dict({"output_dir": str(tmp_path / "out")})
@@ -85,7 +92,9 @@ def test_real_plan_covers_the_remediation_plan():
         "inject",
         "split",
         "audit",
-        "ablation",
+        "train",
+        "score",
+        "evaluate",
         "report",
     ):
         assert stage in names
@@ -124,8 +133,9 @@ def test_map_chunks_dask_equals_in_process_with_shared_dict_argument():
 #: one key per config section, and the plan stages that must rerun when it changes (a hand-written
 #: table: the declarations must produce exactly this, so a stage reading a key it does not
 #: declare, or a declaration wider than the code, shows up here).
-ALL = ["simulate", "anchors", "hardneg", "calibrate", "inject", "split", "audit", "ablation",
-       "report"]
+ALL = ["simulate", "anchors", "hardneg", "calibrate", "inject", "split", "audit", "train",
+       "score", "evaluate", "report"]
+MODELS = ["train", "score", "evaluate", "report"]
 SECTION_CHANGES = {
     "seed": (1, ALL),
     "chunk_size": (128, ALL),
@@ -134,18 +144,19 @@ SECTION_CHANGES = {
     "pixscale": (0.27, ALL),
     "simulate.n_hosts": (999, ALL),
     "anchors.centre_snr_min": (4.0, ALL[1:]),
-    "hardneg.eval_fraction": (0.5, ["hardneg", "split", "audit", "ablation", "report"]),
-    "calibrate.dry_run_n": (64, ["calibrate", "inject", "split", "audit", "ablation", "report"]),
-    "inject.theta_e_range": ([0.6, 2.0],
-                             ["calibrate", "inject", "split", "audit", "ablation", "report"]),
-    "inject.n_null": (20, ["inject", "split", "audit", "ablation", "report"]),
-    "split.max_region_frac": (0.3, ["split", "audit", "ablation", "report"]),
-    "audit.n_boot": (99, ["audit", "ablation", "report"]),
-    "gates.override": (["null_injection"], ["audit", "ablation", "report"]),
-    "train.epochs": (2, ["audit", "ablation", "report"]),
-    "score.arms": (["baseline"], ["ablation", "report"]),
-    "evaluate.n_bootstrap": (77, ["audit", "ablation", "report"]),
-    "ablation.decision.recall_working": (0.6, ["ablation", "report"]),
+    "hardneg.eval_fraction": (0.5, ["hardneg", "split", "audit", *MODELS]),
+    "calibrate.dry_run_n": (64, ["calibrate", "inject", "split", "audit", *MODELS]),
+    "inject.theta_e_range": ([0.6, 2.0], ["calibrate", "inject", "split", "audit", *MODELS]),
+    "inject.n_null": (20, ["inject", "split", "audit", *MODELS]),
+    "split.max_region_frac": (0.3, ["split", "audit", *MODELS]),
+    "audit.n_boot": (99, ["audit", *MODELS]),
+    "gates.override": (["null_injection"], ["audit", *MODELS]),
+    "train.epochs": (2, MODELS),
+    "train.selection_metric": ("val_loss", ["audit", *MODELS]),
+    "score.arms": (["baseline"], ["score", "evaluate", "report"]),
+    "evaluate.n_bootstrap": (77, ["evaluate", "report"]),
+    "evaluate.primary_metric": ("auc", ["audit", *MODELS]),
+    "ablation.decision.recall_working": (0.6, ["evaluate", "report"]),
     "report.gallery_size": (5, ["report"]),
     "cluster.n_workers": (7, []),
     "output_dir": ("elsewhere", []),

@@ -95,6 +95,7 @@ SLOW_CASES = {
     "score.arms": ["baseline", "masked", "remediated"],
     "evaluate.n_bootstrap": 21,
     "ablation.decision.recall_working": 0.6,
+    "train.selection_metric": "val_loss",
     "report.gallery_size": 5,
     "seed": 8,
 }

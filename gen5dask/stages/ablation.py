@@ -12,8 +12,8 @@ from gen5dask.stages.evaluate import run_evaluate
 @stage(
     "ablation",
     reads=(
-        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
-        "bands", "stamp_size", "pixscale", "chunk_size",
+        "train", "score", "evaluate", "ablation", "gates", "seed", "bands", "stamp_size",
+        "pixscale",
     ),
     after=("audit",),
 )

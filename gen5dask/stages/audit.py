@@ -517,8 +517,8 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
 @stage(
     "audit",
     reads=(
-        "audit", "gates", "split", "train", "evaluate", "inject.hosts", "seed", "bands",
-        "stamp_size", "pixscale", "chunk_size",
+        "audit", "gates", "split", "train.selection_metric", "evaluate.primary_metric",
+        "evaluate.fprs", "inject.hosts", "seed", "bands", "stamp_size", "pixscale", "chunk_size",
     ),
     after=("split",),
 )

@@ -29,8 +29,10 @@ from typing import Any
 ALWAYS_READABLE = ("output_dir", "layout", "cluster")
 
 
-class UndeclaredConfigError(AttributeError):
-    """A stage read a config key that its :func:`stage` declaration does not list."""
+class UndeclaredConfigError(RuntimeError):
+    """A stage read a config key that its :func:`stage` declaration does not list.
+
+    Not an ``AttributeError``, so ``getattr(cfg.section, key, default)`` cannot swallow it."""
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,7 @@ def evaluate_arms(cfg) -> dict:
 
 @stage(
     "evaluate",
-    reads=(
-        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
-        "bands", "stamp_size", "pixscale", "chunk_size",
-    ),
+    reads=("evaluate", "ablation", "seed"),
     after=("score",),
 )
 def run_evaluate(cfg, client=None, *, force: bool = False) -> Path:

@@ -47,12 +47,8 @@ def anchor_gallery(cfg, metrics_arm: str | None) -> list[dict]:
 
 @stage(
     "report",
-    reads=(
-        "report", "train", "score", "evaluate", "ablation", "gates", "split", "audit",
-        "data", "seed", "bands", "stamp_size", "pixscale", "chunk_size", "anchors",
-        "calibrate", "inject",
-    ),
-    after=("ablation",),
+    reads=("report", "evaluate", "ablation"),
+    after=("evaluate",),
 )
 def run_report(cfg, client=None, *, force: bool = False) -> Path:
     """Build ``report/index.html`` from everything under ``output_dir``."""

@@ -134,10 +134,7 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
 
 @stage(
     "score",
-    reads=(
-        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
-        "bands", "stamp_size", "pixscale", "chunk_size",
-    ),
+    reads=("score", "ablation.arms", "seed"),
     after=("train",),
 )
 def run_score(cfg, client=None, *, force: bool = False) -> Path:

@@ -67,10 +67,7 @@ def selected_arms(cfg) -> list:
 
 @stage(
     "train",
-    reads=(
-        "train", "score", "evaluate", "ablation", "gates", "split", "audit", "data", "seed",
-        "bands", "stamp_size", "pixscale", "chunk_size",
-    ),
+    reads=("train", "ablation.arms", "gates", "seed", "bands", "stamp_size", "pixscale"),
     after=("audit",),
 )
 def run_train(cfg, client=None, *, force: bool = False) -> Path:
