@@ -47,7 +47,7 @@ def anchor_gallery(cfg, metrics_arm: str | None) -> list[dict]:
 
 @stage(
     "report",
-    reads=("report", "evaluate", "ablation"),
+    reads=("report", "evaluate", "ablation", "seed"),
     after=("evaluate",),
 )
 def run_report(cfg, client=None, *, force: bool = False) -> Path:
