@@ -454,7 +454,10 @@ class _Pool:
     draws ``k`` entries (uniformly without replacement, or FIFO without ``rng``), removes them
     in O(k) and writes their network input with one
     :func:`gen5dask.kernels.normalize.apply_norm_into` call per chunk involved. A chunk is
-    dropped once all its rows are taken.
+    dropped once all its rows are taken. Memory stays bounded: when the chunks held have more
+    than ``2 x`` (pending entries + one chunk) rows, the remaining rows of the chunks that are
+    less than half used are copied into one compact chunk (each row is copied O(1) times on
+    average).
     """
 
     def __init__(self, rng: np.random.Generator | None, *, clip: float, channels_last: bool):
@@ -465,8 +468,40 @@ class _Pool:
         self.cid = np.zeros(0, np.int64)
         self.pos = np.zeros(0, np.int64)
         self.n = 0
+        self.held = 0  # rows of the chunk arrays held (selected or not)
+        self.max_chunk = 0
+
+    def _compact(self) -> None:
+        live = [c for c, ch in enumerate(self.chunks) if ch is not None]
+        sparse = [c for c in live
+                  if 2 * self.chunks[c].live < self.chunks[c].images.shape[0]]
+        if len(sparse) < 2:
+            return
+        ent = np.flatnonzero(np.isin(self.cid[: self.n], sparse))
+        cids, poss = self.cid[ent], self.pos[ent]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (
+            "images", "stats", "codes", "ids", "label", "meta")}
+        for c in sparse:
+            ch = self.chunks[c]
+            p = poss[cids == c]
+            parts["images"].append(ch.images[ch.local[p]])
+            for k in ("stats", "codes", "ids", "label", "meta"):
+                parts[k].append(getattr(ch, k)[p])
+            self.held -= ch.images.shape[0]
+            self.chunks[c] = None
+        order = np.concatenate([np.flatnonzero(cids == c) for c in sparse])
+        cat = {k: np.concatenate(v) for k, v in parts.items()}
+        m = cat["images"].shape[0]
+        new = _Chunk(cat["images"], np.arange(m, dtype=np.int64), cat["stats"], cat["codes"],
+                     cat["ids"], cat["label"], cat["meta"])
+        self.chunks.append(new)
+        self.held += m
+        self.cid[ent[order]] = len(self.chunks) - 1
+        self.pos[ent[order]] = np.arange(m)
 
     def add(self, ch: _Chunk) -> None:
+        self.held += ch.images.shape[0]
+        self.max_chunk = max(self.max_chunk, ch.images.shape[0])
         m = ch.live
         c = len(self.chunks)
         self.chunks.append(ch)
@@ -479,6 +514,8 @@ class _Pool:
         self.cid[self.n : self.n + m] = c
         self.pos[self.n : self.n + m] = np.arange(m)
         self.n += m
+        if self.held > 2 * (self.n + self.max_chunk):
+            self._compact()
 
     def take(self, k: int, out: np.ndarray, n_meta: int) -> dict[str, np.ndarray]:
         n = self.n
@@ -510,6 +547,7 @@ class _Pool:
             meta[m] = ch.meta[p]
             ch.live -= m.size
             if ch.live == 0:
+                self.held -= ch.images.shape[0]
                 self.chunks[int(c)] = None
         return {"label": label, "sample": ids, "meta": meta}
 
