@@ -14,6 +14,9 @@ absolute rates vary, the ratios are what to compare):
   over one worker;
 * ``stats_once_samples_per_s``: computing the statistics cache (once per store, not per epoch);
   ``loader_no_cache_samples_per_s``: one worker recomputing them every epoch (the old way);
+* ``cpu_us_per_sample``: CPU time per sample (all threads; Linux ``/proc``) of the raw decode,
+  of the one loader worker and of this process receiving its batches, and
+  ``cpu_ratio`` = decode / worker CPU time: the per-sample work, insensitive to other load;
 * ``model_step_wait_frac``: fraction of a ``resnet_small`` training epoch (one worker) spent
   waiting for the next batch.
 
@@ -82,6 +85,38 @@ def stream_for(path: Path, *, cached: bool) -> StampStream:
                        transform=tt)
 
 
+def proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(loader) -> list[int]:
+    it = getattr(loader.dataloader, "_iterator", None)
+    return [w.pid for w in getattr(it, "_workers", [])]
+
+
+def cpu_per_sample(path: Path, n: int, chunk: int, stream, loader, epoch: int) -> dict:
+    """CPU microseconds per sample: raw decode, loader worker(s), receiving process."""
+    c0 = time.process_time()
+    raw_decode_rate(path, n, chunk)
+    decode = (time.process_time() - c0) / n * 1e6
+    pids = worker_pids(loader)
+    w0 = [proc_cpu_s(p) for p in pids]
+    c0 = time.process_time()
+    stream.set_epoch(epoch)
+    k = sum(len(b["sample"]) for b in loader)
+    main = (time.process_time() - c0) / k * 1e6
+    w1 = [proc_cpu_s(p) for p in pids]
+    if not pids or None in w0 or None in w1:
+        return {"raw_decode": decode, "receiving_process": main}
+    worker = sum(b - a for a, b in zip(w0, w1, strict=True)) / k * 1e6
+    return {"raw_decode": decode, "loader_worker": worker, "receiving_process": main}
+
+
 def epoch_rate(stream: StampStream, loader, epoch: int) -> float:
     stream.set_epoch(epoch)
     t0 = time.perf_counter()
@@ -119,6 +154,9 @@ def main(argv=None) -> int:
                 rates[w].append(epoch_rate(streams[w], loaders[w], r + 1))
         no_cache = epoch_rate(slow, slow_loader, 1)
         slow_loader.close()
+        cpu = [cpu_per_sample(path, args.n, args.chunk, streams[1], loaders[1], 20 + r)
+               for r in range(args.rounds)]
+        cpu_us = {k: min(c[k] for c in cpu) for k in cpu[0]}
 
         model = build_model(arch_spec("resnet_small")).to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -151,6 +189,9 @@ def main(argv=None) -> int:
         "ratio_by_workers": {str(w): best[w] / raw for w in counts},
         "stats_once_samples_per_s": stats_rate,
         "loader_no_cache_samples_per_s": no_cache,
+        "cpu_us_per_sample": cpu_us,
+        "cpu_ratio": (cpu_us["raw_decode"] / cpu_us["loader_worker"]
+                      if "loader_worker" in cpu_us else None),
         "model_step_wait_frac": wait / total,
         "train_samples_per_s": n_train / total,
         "all_rounds": {"raw_decode": decode, **{f"workers_{w}": v for w, v in rates.items()}},

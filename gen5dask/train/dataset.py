@@ -1,11 +1,21 @@
 """Streaming training data from contract stores: whole chunks, sharded, shuffled, exactly once.
 
 A :class:`StampStream` holds store *paths* and per-sample index lists (plus the few per-sample
-scalars the loss needs: label, metadata, psfsize_r) — never pixel arrays. Each DataLoader worker
-opens the stores itself (lazily, through :func:`gen5dask.store.read_samples`), reads whole store
-chunks (single-sample random reads are ~50x slower), drops the unselected rows, transforms the
-chunk in one vectorised call (augmentation + the shared normalisation), and feeds an in-memory
-shuffle buffer from which it emits batches.
+scalars the loss needs: label, metadata, psfsize_r, and optionally the cached normalisation
+statistics of :mod:`gen5dask.train.normstats`) — never pixel arrays. Each loader worker opens
+the stores itself (once per process), decodes whole store chunks (single-sample random reads
+are ~50x slower), centre-masks the selected rows in place, and keeps (chunk, row) entries in a
+shuffle buffer; each batch is then normalised, D4-rotated and written channels-last in one pass
+(:func:`gen5dask.kernels.normalize.apply_norm_into`). Per sample that is the decode plus about
+one pass over the pixels; the statistics (the old per-epoch median/MAD, ~110 us per stamp) are
+computed once per store.
+
+Workers (:func:`make_loader`) are persistent processes started by ``forkserver`` (or
+``spawn``), never forked from the training process (fork after zarr's event-loop thread or a
+Dask client has started is a known deadlock). They write each batch into an output slot in
+shared memory allocated once by the training process, which copies it out (into pinned
+memory for a GPU) and hands the slot back: no per-batch shared-memory allocation or pickling
+of pixels.
 
 Epoch plan (:func:`plan_epoch`), a pure function of (seed, epoch, world size, worker count):
 
@@ -851,10 +861,10 @@ class StreamLoader:
         ws = self._slot_stream
         for msg in self.dataloader:
             w, slot, n = msg["worker"], msg["slot"], msg["n"]
-            src = ws._image_tensor(ws._slots[w, slot, :n])
-            img = torch.empty_strided(src.shape, src.stride(), dtype=src.dtype,
-                                      pin_memory=self.pin_memory)
-            img.copy_(src)
+            src = ws._slots[w, slot, :n]
+            raw = torch.empty(src.shape, dtype=src.dtype, pin_memory=self.pin_memory)
+            np.copyto(raw.numpy(), src.numpy())  # one memcpy, no intra-op thread wake-up
+            img = ws._image_tensor(raw)
             with ws._released.get_lock():
                 ws._released[w] += 1
             out = {"image": img}
