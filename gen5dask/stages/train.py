@@ -77,7 +77,7 @@ def run_train(cfg, client=None, *, force: bool = False) -> Path:
     """
     import torch
 
-    from gen5dask.train.trainer import _store_parents, arm_fingerprint, train_arm
+    from gen5dask.train.trainer import arm_fingerprint, store_parents, train_arm
 
     if not is_complete(cfg.layout.train):
         msg = f"{cfg.layout.train}: missing or incomplete; run inject and split first"
@@ -89,7 +89,7 @@ def run_train(cfg, client=None, *, force: bool = False) -> Path:
     layout.models_dir.mkdir(parents=True, exist_ok=True)
     for arm in selected_arms(cfg):
         out = layout.model(arm.name)
-        fp = arm_fingerprint(cfg, arm, _store_parents(cfg, arm))
+        fp = arm_fingerprint(cfg, arm, store_parents(cfg, arm))
         if force:
             if rank == 0:
                 shutil.rmtree(layout.checkpoint_dir(arm.name), ignore_errors=True)
