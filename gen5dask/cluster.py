@@ -142,13 +142,17 @@ class JobKeeper:
             c.scale(jobs=len(c.worker_spec))
         if not self.hinted and self.clock() - self.t0 > NO_WORKER_HINT_S:
             self.hinted = True
-            if not c.scheduler_info.get("workers"):
-                pending = ", ".join(sorted(self.job_ids.values())) or "none submitted"
+            if not c.scheduler_info.get("workers") and self.job_ids:
                 self.say(
-                    f"no worker has connected {NO_WORKER_HINT_S:.0f} s after the start (jobs: "
-                    f"{pending}); see the queue (squeue --me / qstat -u $USER) and each job's "
-                    "output (SLURM: slurm-<jobid>.out in the submit directory; PBS: "
-                    "dask-worker.o<jobid>) for why a job ended"
+                    f"no worker has connected {NO_WORKER_HINT_S:.0f} s after the start (jobs "
+                    f"{', '.join(sorted(self.job_ids.values()))}); see the queue (squeue --me / "
+                    "qstat -u $USER) and each job's output (SLURM: slurm-<jobid>.out in the "
+                    "submit directory; PBS: dask-worker.o<jobid>) for why a job ended"
+                )
+            elif not c.scheduler_info.get("workers"):
+                self.say(
+                    f"no batch job submitted {NO_WORKER_HINT_S:.0f} s after the start: the "
+                    "submit command (sbatch/qsub) failed; its error is printed above"
                 )
         return ids
 

@@ -135,3 +135,8 @@ def test_job_keeper_says_where_to_look_when_no_worker_connects(capsys):
     keeper.check()
     err = capsys.readouterr().err
     assert err.count("no worker has connected") == 1 and "101, 102" in err and "slurm-" in err
+    c.workers = {}  # the submit command failed: no job at all
+    keeper = JobKeeper(c, clock=lambda: now[0])
+    now[0] = 2 * NO_WORKER_HINT_S + 2
+    keeper.check()
+    assert "the submit command (sbatch/qsub) failed" in capsys.readouterr().err

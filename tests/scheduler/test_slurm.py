@@ -66,8 +66,12 @@ def _slurm_cluster(slurm, tmp: Path, **extra) -> dict:
 
 
 def _job_ids(client) -> dict[str, str]:
-    """Worker address -> the SLURM job it runs in (each worker reads its own environment)."""
-    return client.run(lambda: os.environ.get("SLURM_JOB_ID", ""))
+    """Worker address -> the SLURM job it runs in (each worker reads its own environment).
+
+    A worker that is going away right now is left out (``on_error="return"``).
+    """
+    got = client.run(lambda: os.environ.get("SLURM_JOB_ID", ""), on_error="return")
+    return {addr: job for addr, job in got.items() if isinstance(job, str)}
 
 
 def _markers(store: Path) -> int:
