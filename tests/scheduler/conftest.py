@@ -13,9 +13,9 @@ import pytest
 from .slurm_local import LocalSlurm, unavailable_reason
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def slurm():
-    """A running single-node SLURM; ``SLURM_CONF`` points sbatch & co. at it while it runs."""
+    """A running single-node SLURM for this folder's tests; ``SLURM_CONF`` points at it."""
     pytest.importorskip("dask_jobqueue")
     reason = unavailable_reason()
     if reason:
