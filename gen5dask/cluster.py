@@ -26,7 +26,7 @@ SCHEDULER_PLACEHOLDER = "tcp://<scheduler-address>"
 WORKER_NAME_PLACEHOLDER = "<worker-name>"
 """Stands for the per-job worker name in :func:`render_job_script` (``SLURMCluster-0`` ...)."""
 NO_WORKER_HINT_S = 120.0
-"""Seconds without any connected worker after which :func:`keep_jobs` says where to look."""
+"""Seconds without any connected worker after which :class:`JobKeeper` says where to look."""
 
 THREAD_CAPS = {
     "OMP_NUM_THREADS": "1",
@@ -221,10 +221,11 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = False) -> Iterator[Any]:
 
 
 __all__ = [
+    "NO_WORKER_HINT_S",
     "SCHEDULER_PLACEHOLDER",
-    "JobKeeper",
     "THREAD_CAPS",
     "WORKER_NAME_PLACEHOLDER",
+    "JobKeeper",
     "dask_client",
     "keep_jobs",
     "make_jobqueue_cluster",
