@@ -55,6 +55,7 @@ def load_sources(cfg) -> list[pd.DataFrame]:
                 types=src.types,
                 ref_include=src.ref_include,
                 ref_exclude=src.ref_exclude,
+                copy=src.lenscat_copy,
             )
             df["source"] = src.name or "lenscat"
         else:
@@ -76,9 +77,10 @@ def load_reference(cfg) -> pd.DataFrame | None:
     ref = cfg.anchors.reference
     if ref == "none":
         return None
-    if ref == "lenscat":
+    if ref in ("lenscat", "lenscat-package"):
         return catalogs.read_lenscat(
-            gradings=("confident", "probable"), types=("galaxy", "group", "cluster")
+            gradings=("confident", "probable"), types=("galaxy", "group", "cluster"),
+            copy="package" if ref == "lenscat-package" else "bundled",
         )
     return catalogs.read_table(_expand(ref, cfg), source=Path(ref).name)
 

@@ -92,6 +92,7 @@ from gen5dask.store import (
     read_samples,
     store_geometry,
     store_lock,
+    store_workdir,
     write_chunk,
 )
 from gen5dask.store.schema import KINDS, TRUTH_VARS
@@ -722,7 +723,7 @@ def build_plan(icfg, seed: int, hosts: pd.DataFrame) -> np.ndarray:
 
 
 def _plan_path(out: Path) -> Path:
-    return Path(out) / "_gen5dask" / "inject_plan.npy"
+    return store_workdir(out) / "inject_plan.npy"
 
 
 def _inject_chunk(i: int, out_path: str, host_path: str, spec: dict) -> dict:
