@@ -28,6 +28,7 @@ from gen5dask.store import (
     fingerprint,
     read_samples,
     read_table,
+    require_store,
     store_geometry,
     store_lock,
     write_chunk,
@@ -120,6 +121,9 @@ def select_anchors(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     acfg = cfg.anchors
     tol = acfg.tolerance_arcsec
     cut_path = Path(acfg.cutouts) if acfg.cutouts else cfg.layout.survey
+    require_store(cut_path, what="anchors: the cutout store", hint=(
+        "make it first: `gen5dask simulate CONFIG` (the mock survey), or `gen5dask fetch` + "
+        "`gen5dask ingest` for real cutouts (then set anchors.cutouts to the ingested store)"))
     rejected: list[dict] = []
     merged = catalogs.merge_sources(load_sources(cfg), tol)
     merged["typed"] = merged["typed"].astype(bool)

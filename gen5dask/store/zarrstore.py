@@ -345,6 +345,19 @@ def _done_flags(path: Path, man: Mapping[str, Any]) -> np.ndarray:
     return np.asarray([(done / f"{i:08d}").exists() for i in range(n)], dtype=bool)
 
 
+def require_store(path: str | Path, *, what: str = "store", hint: str = "") -> Path:
+    """``path`` if it is a gen5dask store, else a :class:`StoreError` that says what to run
+    (``hint``) instead of a missing-file message."""
+    path = Path(path)
+    try:
+        _manifest(path)
+    except StoreError:
+        state = "does not exist" if not path.exists() else "is not a gen5dask store"
+        msg = f"{what} {path} {state}" + (f"; {hint}" if hint else "")
+        raise StoreError(msg) from None
+    return path
+
+
 def pending_chunks(path: str | Path) -> list[int]:
     """Indices of chunks not yet written completely."""
     path = Path(path)
@@ -707,6 +720,7 @@ __all__ = [
     "read_chunk",
     "read_samples",
     "read_table",
+    "require_store",
     "store_geometry",
     "store_lock",
     "store_workdir",
