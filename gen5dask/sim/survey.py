@@ -43,7 +43,6 @@ the true positions of every anchor (the reference catalogue a cross-match should
 from __future__ import annotations
 
 import functools
-import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +164,10 @@ def off_target_indices(sim, seed: int) -> frozenset:
 
 
 def lenscat_catalog_path() -> Path | None:
-    """Path of the packaged lenscat ``catalog.csv`` (without importing lenscat), or None."""
-    spec = importlib.util.find_spec("lenscat")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "data" / "catalog.csv"
-        if p.exists():
-            return p
-    return None
+    """Path of the lenscat catalogue bundled with gen5dask (:func:`gen5dask.data.lenscat_csv`)."""
+    from gen5dask.data import lenscat_csv
+
+    return lenscat_csv()
 
 
 def lenscat_anchor_table(sim, seed: int):

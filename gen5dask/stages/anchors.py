@@ -29,6 +29,7 @@ from gen5dask.store import (
     fingerprint,
     read_samples,
     read_table,
+    require_store,
     store_geometry,
     store_lock,
     write_chunk,
@@ -56,6 +57,7 @@ def load_sources(cfg) -> list[pd.DataFrame]:
                 types=src.types,
                 ref_include=src.ref_include,
                 ref_exclude=src.ref_exclude,
+                copy=src.lenscat_copy,
             )
             df["source"] = src.name or "lenscat"
         else:
@@ -77,9 +79,10 @@ def load_reference(cfg) -> pd.DataFrame | None:
     ref = cfg.anchors.reference
     if ref == "none":
         return None
-    if ref == "lenscat":
+    if ref in ("lenscat", "lenscat-package"):
         return catalogs.read_lenscat(
-            gradings=("confident", "probable"), types=("galaxy", "group", "cluster")
+            gradings=("confident", "probable"), types=("galaxy", "group", "cluster"),
+            copy="package" if ref == "lenscat-package" else "bundled",
         )
     return catalogs.read_table(_expand(ref, cfg), source=Path(ref).name)
 
@@ -119,6 +122,9 @@ def select_anchors(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     acfg = cfg.anchors
     tol = acfg.tolerance_arcsec
     cut_path = Path(acfg.cutouts) if acfg.cutouts else cfg.layout.survey
+    require_store(cut_path, what="anchors: the cutout store", hint=(
+        "make it first: `gen5dask simulate CONFIG` (the mock survey), or `gen5dask fetch` + "
+        "`gen5dask ingest` for real cutouts (then set anchors.cutouts to the ingested store)"))
     rejected: list[dict] = []
     merged = catalogs.merge_sources(load_sources(cfg), tol)
     merged["typed"] = merged["typed"].astype(bool)

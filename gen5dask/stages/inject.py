@@ -85,6 +85,7 @@ from gen5dask.store import (
     read_samples,
     store_geometry,
     store_lock,
+    store_workdir,
     write_chunk,
 )
 
@@ -126,7 +127,7 @@ def target_distribution(cfg) -> tuple[TargetDistribution, str]:
 
 
 def _plan_path(out: Path) -> Path:
-    return Path(out) / "_gen5dask" / "inject_plan.npy"
+    return store_workdir(out) / "inject_plan.npy"
 
 
 def inject_chunk(i: int, out_path: str, host_path: str, spec: InjectSpec) -> dict:

@@ -8,8 +8,9 @@ rows' positions, sample ids and ``p_lens = sigmoid(logit)`` (float32). The model
 :data:`_MODEL_CACHE`, keyed by (path, mtime, size, device).
 
 The scores table (``cfg.layout.scores(arm)``) is a plain xarray Dataset along ``row`` (not a
-contract store); string columns are int8 codes with their legend in the ``gen5dask_legend``
-attribute (as in contract stores). :func:`read_scores` returns a DataFrame with decoded strings.
+contract store); string columns are Zarr v3 variable-length strings (as in contract stores;
+tables of older versions held int8 codes with a ``gen5dask_legend`` attribute and still read).
+:func:`read_scores` returns a DataFrame.
 With ``score.embeddings`` the table also holds ``embedding`` (dims ``row, feature``, float32):
 the model's penultimate-layer features (:meth:`gen5dask.train.models.LensResNet.embed`) of
 every scored row, in the same row order as ``sample``; :func:`read_embeddings` returns
@@ -31,7 +32,7 @@ import pandas as pd
 import torch
 
 from gen5dask.store import read_chunk
-from gen5dask.store.schema import INJECT_MODES, KINDS, SPLITS, SUBTYPES, TIERS
+from gen5dask.store.schema import INJECT_MODES, KINDS, SPLITS, SUBTYPES, TIERS, as_unicode
 from gen5dask.train.augment import network_input
 from gen5dask.train.models import build_model
 
@@ -222,7 +223,7 @@ def scores_table(store_name: str, table: pd.DataFrame, rows: np.ndarray,
 
 def write_scores(path: str | Path, df: pd.DataFrame, *, attrs: dict | None = None,
                  embedding: np.ndarray | None = None) -> Path:
-    """Write a scores table as a Zarr (xarray Dataset along ``row``; strings as int8 codes).
+    """Write a scores table as a Zarr (xarray Dataset along ``row``; strings as strings).
 
     ``embedding``: optional float32 ``(len(df), D)`` penultimate-layer features, one row per
     table row, written as variable ``embedding`` with dims ``(row, feature)``.
@@ -242,9 +243,8 @@ def write_scores(path: str | Path, df: pd.DataFrame, *, attrs: dict | None = Non
             if bad:
                 msg = f"scores column {col!r}: unknown value(s) {bad}; legend {list(legend)}"
                 raise ValueError(msg)
-            codes = np.fromiter((lookup[str(v)] for v in vals), dtype="i1", count=len(vals))
-            data_vars[col] = ("row", codes, {"gen5dask_legend": list(legend),
-                                             "flag_values": list(range(len(legend)))})
+            strings = np.asarray(vals, dtype=str).astype(np.dtypes.StringDType())
+            data_vars[col] = ("row", strings, {"allowed_values": list(legend)})  # Zarr v3 strings
         else:
             data_vars[col] = ("row", vals.astype(dtype), {})
     if embedding is not None:
@@ -286,7 +286,8 @@ def read_scores(path: str | Path) -> pd.DataFrame:
             continue  # e.g. ``embedding`` (row, feature): read_embeddings
         vals = ds[name].values
         legend = ds[name].attrs.get("gen5dask_legend")
-        out[name] = np.asarray(legend)[vals.astype(np.int64)] if legend is not None else vals
+        out[name] = (np.asarray(legend)[vals.astype(np.int64)] if legend is not None  # old tables
+                     else as_unicode(vals) if vals.dtype.kind == "T" else vals)
     return pd.DataFrame(out)
 
 
