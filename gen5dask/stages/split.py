@@ -137,7 +137,7 @@ def compute_split(rows: pd.DataFrame, cfg: Config, *,
     Pure given the table (no I/O): used by :func:`run_split` and by tests.
     """
     sc = cfg.split
-    rows = rows.copy()
+    rows = rows.copy(deep=False)  # new columns only: the caller's table is not modified
     group = group_rows(rows, host_store=host_store, dup_radius_arcsec=sc.dup_radius_arcsec)
     rows["group"] = group
     ng = int(group.max()) + 1 if len(group) else 0
