@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gen5dask.evaluate.decision import decide
 from gen5dask.evaluate.report import build_report
 from gen5dask.provenance import config_yaml
 from gen5dask.stages.evaluate import arm_names, evaluate_arms, load_scores
@@ -49,10 +50,15 @@ def run_report(cfg, client=None, *, force: bool = False) -> Path:
     lay = cfg.layout
     metrics = evaluate_arms(cfg)
     final = cfg.ablation.decision.final_arm
+    decision = decide(metrics, cfg.ablation)
+    if lay.metrics_json.exists():  # how the ablation resolved center_mask: decision
+        previous = json.loads(lay.metrics_json.read_text()).get("decision", {})
+        decision["center_mask_resolution"] = previous.get("center_mask_resolution", {})
     path = build_report(
         lay.root,
         metrics=metrics,
         config_text=config_yaml(cfg),
+        decision=decision,
         decision_config=cfg.ablation.decision,
         gallery=anchor_gallery(cfg, final),
         report_config=cfg.report,
