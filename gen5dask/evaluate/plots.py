@@ -8,7 +8,6 @@ workers and in threads). Every function takes the JSON-ready dicts of :mod:`metr
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ __all__ = [
     "calibration_png",
     "completeness_1d_png",
     "completeness_2d_png",
-    "read_jsonl",
     "roc_png",
     "score_hist_png",
     "realism_png",
@@ -176,30 +174,6 @@ def completeness_2d_png(cmap: dict, *, title: str | None = None,
     ax.set_title(title or f"completeness: {cmap['x']} x {cmap['y']}", fontsize=9)
     fig.colorbar(im, ax=ax, label="completeness")
     return _png(fig, path, dpi)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines file (blank lines skipped).
-
-    Raises
-    ------
-    ValueError
-        A line that is not a JSON object (names the file and line number).
-    """
-    out = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            msg = f"{path}:{i}: not valid JSON ({exc.msg})"
-            raise ValueError(msg) from exc
-        if not isinstance(rec, dict):
-            msg = f"{path}:{i}: expected a JSON object, got {type(rec).__name__}"
-            raise ValueError(msg)
-        out.append(rec)
-    return out
 
 
 def training_curves_png(records: Sequence[dict], *, title: str = "training",

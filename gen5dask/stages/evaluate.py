@@ -13,7 +13,7 @@ from pathlib import Path
 from gen5dask.evaluate.decision import decide
 from gen5dask.evaluate.metrics import arm_metrics_kwargs, compute_arm_metrics
 from gen5dask.evaluate.realism import arm_realism_probe
-from gen5dask.evaluate.report import write_metrics_json
+from gen5dask.evaluate.report import metrics_document
 
 
 def arm_names(cfg) -> list[str]:
@@ -26,6 +26,16 @@ def load_scores(cfg, arm: str):
     from gen5dask.train.scoring import read_scores
 
     return read_scores(cfg.layout.scores(arm))
+
+
+def write_metrics_json(path: str | Path, *, metrics: dict, decision: dict,
+                       primary_metric: str) -> Path:
+    """Write :func:`gen5dask.evaluate.report.metrics_document` as strict JSON (no NaN)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    doc = metrics_document(metrics=metrics, decision=decision, primary_metric=primary_metric)
+    p.write_text(json.dumps(doc, indent=1, allow_nan=False))
+    return p
 
 
 def probe_arm(cfg, arm: str, scores) -> dict:
@@ -95,4 +105,5 @@ def run_evaluate(cfg, client=None, *, force: bool = False,
     return Path(path)
 
 
-__all__ = ["arm_names", "evaluate_arms", "load_scores", "probe_arm", "run_evaluate"]
+__all__ = ["arm_names", "evaluate_arms", "load_scores", "probe_arm", "run_evaluate",
+           "write_metrics_json"]
