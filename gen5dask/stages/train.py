@@ -62,6 +62,11 @@ def selected_arms(cfg) -> list:
             msg = f"train.arms: unknown arm(s) {unknown}; ablation.arms has {sorted(names)}"
             raise ValueError(msg)
         arms = [a for a in arms if a.name in set(cfg.train.arms)]
+    waiting = [a.name for a in arms if a.center_mask == "decision"]
+    if waiting:
+        msg = (f"train: arm(s) {waiting} have center_mask: decision, which the centre-masked "
+               "ablation resolves; run `gen5dask ablation` (or set center_mask true/false)")
+        raise ValueError(msg)
     return arms
 
 

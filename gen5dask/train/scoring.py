@@ -48,7 +48,7 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "kind": ("U", ""), "split": ("U", ""), "region": ("i4", -1), "tier": ("U", ""),
     "subtype": ("U", ""), "inject_mode": ("U", ""), "eval_only": ("i1", 0),
     "theta_e": ("f4", np.nan), "psfsize_r": ("f4", np.nan), "psfdepth_r": ("f4", np.nan),
-    "arc_snr": ("f4", np.nan), "host_sample": ("i8", -1),
+    "arc_snr": ("f4", np.nan), "host_sample": ("i8", -1), "snr_opt": ("f4", np.nan),
 }
 
 #: name of the embedding variable of a scores table (dims ``row, feature``)
