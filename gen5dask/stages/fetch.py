@@ -189,7 +189,7 @@ def _fetch_one(row: dict, ctx: dict) -> tuple[str, str, str]:
 
 @stage(
     "fetch",
-    reads=("fetch", "seed", "bands", "stamp_size", "pixscale", "chunk_size"),
+    reads=("fetch", "ingest", "seed", "bands", "stamp_size", "pixscale", "chunk_size"),
 )
 def run_fetch(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Download the cutouts of ``cfg.fetch.catalog`` into ``out_dir``; returns ``out_dir``.
