@@ -669,6 +669,7 @@ class StampStream(IterableDataset):
         self.num_workers = 0  # set by make_loader so the plan knows the worker count
         self._slots: torch.Tensor | None = None
         self._released: Any = None
+        self._plan_buf: torch.Tensor | None = None
         self._arrays: dict[str, Any] = {}
         geoms = [store_geometry(s.path) for s in self.selections]
         self.geometry = (len(geoms[0]["bands"]), geoms[0]["stamp_size"]) if geoms else (0, 0)
@@ -776,7 +777,10 @@ class StampStream(IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         rank, _ = self.rank_world
-        units, sizes = self.plan().get((rank, worker), ([], []))
+        if info is not None and self._plan_buf is not None:
+            units, sizes = self._shared_plan(worker)  # computed by the training process
+        else:
+            units, sizes = self.plan().get((rank, worker), ([], []))
         if units:
             self._check_ids(units)
         rng = None
@@ -810,7 +814,40 @@ class StampStream(IterableDataset):
             yield emit(sizes[j])
             j += 1
 
-    # -- output slots shared with the training process (loader workers only)
+    # -- the epoch plan and output slots shared with the training process (workers only)
+
+    def _plan_size(self) -> int:
+        n_units = len(self.units)
+        return 2 * self.num_workers + 2 * n_units + self.num_samples() // max(
+            self.batch_size, 1) + 2 * self.num_workers + 8
+
+    def _publish_plan(self) -> None:
+        """Write this rank's plan for the current epoch into the shared plan buffer."""
+        rank, _ = self.rank_world
+        plan = self.plan()
+        nw = self.num_workers
+        buf = self._plan_buf
+        header, body = [], []
+        for w in range(nw):
+            units, sizes = plan.get((rank, w), ([], []))
+            header += [len(units), len(sizes)]
+            body += list(units) + list(sizes)
+        vals = np.asarray(header + body, dtype=np.int64)
+        if vals.size > buf.shape[0]:
+            msg = f"epoch plan needs {vals.size} entries, buffer has {buf.shape[0]}"
+            raise RuntimeError(msg)
+        buf.numpy()[: vals.size] = vals
+
+    def _shared_plan(self, worker: int) -> tuple[list[int], list[int]]:
+        b = self._plan_buf.numpy()
+        nw = self.num_workers
+        off = 2 * nw
+        for w in range(nw):
+            nu, ns = int(b[2 * w]), int(b[2 * w + 1])
+            if w == worker:
+                return b[off : off + nu].tolist(), b[off + nu : off + nu + ns].tolist()
+            off += nu + ns
+        return [], []
 
     def _released_count(self, worker: int) -> int:
         with self._released.get_lock():
@@ -859,6 +896,7 @@ class StreamLoader:
                 yield b
             return
         ws = self._slot_stream
+        ws._publish_plan()  # before the workers (re)start this epoch's iteration
         for msg in self.dataloader:
             w, slot, n = msg["worker"], msg["slot"], msg["n"]
             src = ws._slots[w, slot, :n]
@@ -932,6 +970,7 @@ def make_loader(stream: StampStream, *, num_workers: int = 0, pin_memory: bool =
     ws._slots = torch.empty((int(num_workers), n_slots, *ws._out_shape(stream.batch_size)),
                             dtype=torch.float32).share_memory_()
     ws._released = ctx.Array("q", int(num_workers))
+    ws._plan_buf = torch.zeros(ws._plan_size(), dtype=torch.int64).share_memory_()
     dl = DataLoader(ws, batch_size=None, num_workers=int(num_workers), collate_fn=_identity,
                     multiprocessing_context=ctx, persistent_workers=True,
                     prefetch_factor=int(prefetch_factor))
