@@ -333,8 +333,10 @@ def effect_size_summary(values: np.ndarray, labels: Sequence) -> dict:
         raise ValueError(msg)
     ok = np.isfinite(values)
     values, labels = values[ok], labels[ok]
-    classes = sorted({str(c) for c in labels})
-    groups = {c: values[labels.astype(str) == c] for c in classes}
+    names, code = np.unique(labels.astype(str), return_inverse=True)  # sorted, as sorted(set)
+    code = code.ravel()
+    classes = [str(c) for c in names]
+    groups = {c: values[code == i] for i, c in enumerate(classes)}
     out: dict = {"classes": {}, "pairs": []}
     for c, x in groups.items():
         med, iqr = _median_iqr(x)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gen5dask.anchors import catalogs
+from gen5dask.stages.declare import stage
 from gen5dask.store import (
     create_store,
     finalize_store,
@@ -35,7 +36,7 @@ from gen5dask.store import (
 )
 from gen5dask.store.zarrstore import chunk_bounds
 
-CARRY_OPTIONAL = ("subtype", "host_mag_r", "core_brightness", "quality", "arc")
+CARRY_OPTIONAL = ("subtype", "host_mag_r", "core_brightness", "quality", "arc", "snr_opt")
 
 
 class AnchorSizeError(RuntimeError):
@@ -248,6 +249,11 @@ def select_anchors(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     return merged, rej
 
 
+@stage(
+    "anchors",
+    reads=("anchors", "seed", "chunk_size"),
+    after=("simulate",),
+)
 def run_anchors(cfg, client=None, *, force: bool = False) -> Path:
     """Build the anchor set; returns the path of ``anchors.zarr``."""
     acfg = cfg.anchors

@@ -36,6 +36,7 @@ import pandas as pd
 from gen5dask import __version__
 from gen5dask.config import Config
 from gen5dask.log import get_logger, progress_bar
+from gen5dask.stages.declare import stage
 from gen5dask.store import fitsio
 from gen5dask.store.catalogs import read_catalog
 from gen5dask.store.fitsio import Rejected
@@ -186,6 +187,10 @@ def _fetch_one(row: dict, ctx: dict) -> tuple[str, str, str]:
     return "quarantined", last[0], f"{last[1]} after {attempt + 1} attempt(s)"
 
 
+@stage(
+    "fetch",
+    reads=("fetch", "ingest", "seed", "bands", "stamp_size", "pixscale", "chunk_size"),
+)
 def run_fetch(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Download the cutouts of ``cfg.fetch.catalog`` into ``out_dir``; returns ``out_dir``.
 

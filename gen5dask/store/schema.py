@@ -146,6 +146,9 @@ OPTIONAL: dict[str, Var] = {
     "visibility": Var((_S,), "f4", "1", "arc visibility proxy (annulus residual S/N)"),
     "core_brightness": Var((_S,), "f4", "nanomaggy", "median r-band flux at r < 8 px"),
     "src_index": Var((_S,), "i8", "id", "real-galaxy catalogue row of the source (-1 if none)"),
+    "snr_opt": Var((_S,), "f4", "1",
+                   "matched-filter S/N of the noise-free arc, sqrt(sum a^2 invvar) over good "
+                   "pixels of all bands (NaN if no arc)"),
 }
 
 ALL_VARIABLES: dict[str, Var] = {**VARIABLES, **OPTIONAL}
