@@ -6,6 +6,12 @@ centre-masked ablation: the other arms are trained, scored and evaluated first, 
 says whether the mask is carried into Gen5' (:func:`gen5dask.evaluate.decision.final_arm_mask`),
 and only then are the waiting arms trained with the resolved setting. The resolution is recorded
 in ``metrics.json`` (``decision.center_mask_resolution``).
+
+Train and score are fingerprint-idempotent per arm (an arm whose model or scores table was made
+from the same inputs is kept, any other is rebuilt), so the ablation calls them with
+``force=False`` even when ``gen5dask run`` rebuilds it after a config change: a changed
+evaluation setting re-evaluates without retraining, and the outputs equal a fresh run's. To
+retrain unchanged arms on purpose: ``gen5dask train CONFIG --force``.
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ def resolved_config(cfg, client=None, *, force: bool = False):
         return cfg, {}, []
     first = [a.name for a in arms if a.name not in waiting]
     deciding = with_arms(cfg, [a for a in arms if a.name in first], first)
-    run_train(deciding, client=client, force=force)
-    run_score(deciding, client=client, force=force)
+    run_train(deciding, client=client, force=False)
+    run_score(deciding, client=client, force=False)
     decision = decide(evaluate_arms(deciding), cfg.ablation)
     concrete, resolution = resolve_arms(arms, decision)
     return with_arms(cfg, concrete), resolution, waiting
@@ -66,8 +72,8 @@ def run_ablation(cfg, client=None, *, force: bool = False) -> Path:
 
     concrete, resolution, waiting = resolved_config(cfg, client=client, force=force)
     rest = with_arms(concrete, concrete.ablation.arms, waiting or None)
-    run_train(rest, client=client, force=force)
-    run_score(rest, client=client, force=force)
+    run_train(rest, client=client, force=False)
+    run_score(rest, client=client, force=False)
     return evaluate_and_write(concrete, mask_resolution=resolution)
 
 

@@ -172,7 +172,7 @@ def anchor_gallery(cfg, metrics_arm: str | None) -> list[dict]:
 @stage(
     "report",
     reads=("report", "evaluate", "ablation", "seed"),
-    after=("evaluate",),
+    after=("ablation",),
 )
 def run_report(cfg, client=None, *, force: bool = False) -> Path:
     """Build ``report/index.html`` from everything under ``output_dir``."""

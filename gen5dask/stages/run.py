@@ -41,15 +41,14 @@ PLAN_STAGES: tuple[str, ...] = (
     "inject",
     "split",
     "audit",
-    "train",
-    "score",
-    "evaluate",
+    "ablation",
     "report",
 )
-#: names ``--force`` also accepts: a stage that runs others (``gen5dask ablation`` is
-#: train + score + evaluate; the plan runs them as separate steps, so an evaluation setting
-#: never retrains a model).
-FORCE_ALIASES: dict[str, tuple[str, ...]] = {"ablation": ("train", "score", "evaluate")}
+#: names ``--force`` also accepts: the stages ``ablation`` runs (train + score + evaluate, in two
+#: phases when an arm waits for the centre-mask decision). Inside it train and score are
+#: fingerprint-idempotent per arm, so an evaluation setting never retrains a model.
+FORCE_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("ablation",), "score": ("ablation",), "evaluate": ("ablation",)}
 
 
 @dataclass(frozen=True)
