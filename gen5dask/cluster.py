@@ -20,6 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from gen5dask.config.cluster import ClusterConfig
+from gen5dask.log import forward_worker_logs, get_logger
+
+log = get_logger(__name__)
 
 SCHEDULER_PLACEHOLDER = "tcp://<scheduler-address>"
 """Stands for the scheduler address in :func:`render_job_script` (known once it listens)."""
@@ -119,7 +122,7 @@ class JobKeeper:
 
     def say(self, msg: str) -> None:
         if not self.quiet:
-            print(f"gen5dask cluster: {msg}", file=sys.stderr, flush=True)
+            log.warning(f"gen5dask cluster: {msg}")
 
     def check(self) -> list[str]:
         """One pass (on the cluster's event loop); returns the job ids found lost."""
@@ -209,7 +212,8 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = False) -> Iterator[Any]:
         client = Client(cluster)
     if not quiet:
         link = getattr(client, "dashboard_link", None)
-        print(f"Dask: {cfg.kind} cluster; dashboard: {link}", file=sys.stderr)
+        log.info(f"Dask: {cfg.kind} cluster; dashboard: {link}")
+    forward_worker_logs(client)  # worker-side gen5dask records show in this process
     try:
         yield client
     finally:

@@ -8,12 +8,11 @@ executor that the Dask path must reproduce bit for bit.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from gen5dask.log import progress_bar
 
 _SCALARS = (str, bytes, int, float, bool, type(None), Path)
 
@@ -34,7 +33,7 @@ def map_chunks(
     """
     indices = list(indices)
     results: dict[int, Any] = {}
-    bar = tqdm(total=len(indices), desc=desc, unit="chunk", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(indices), desc=desc, unit="chunk", disable=not progress)
     try:
         if client is None:
             for i in indices:

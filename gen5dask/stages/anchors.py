@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gen5dask.anchors import catalogs
+from gen5dask.log import get_logger
 from gen5dask.stages.declare import stage
 from gen5dask.store import (
     create_store,
@@ -35,6 +35,8 @@ from gen5dask.store import (
     write_chunk,
 )
 from gen5dask.store.zarrstore import chunk_bounds
+
+log = get_logger(__name__)
 
 CARRY_OPTIONAL = ("subtype", "host_mag_r", "core_brightness", "quality", "arc", "snr_opt")
 
@@ -334,12 +336,9 @@ def run_anchors(cfg, client=None, *, force: bool = False) -> Path:
     )
     table[[c for c in cols if c in table.columns]].to_csv(lay.anchors_csv, index=False)
     rejected.to_csv(lay.anchors_rejected_csv, index=False)
-    print(
-        f"anchors: accepted {len(accepted)} (tier A {n_a}, stress "
+    log.info(f"anchors: accepted {len(accepted)} (tier A {n_a}, stress "
         f"{int((accepted.tier == 'stress').sum())}), rejected {len(rejected)} "
-        f"-> {lay.anchors_rejected_csv.name}",
-        file=sys.stderr,
-    )
+        f"-> {lay.anchors_rejected_csv.name}")
     return out
 
 

@@ -121,7 +121,7 @@ def store_diagnostics(path: Path, cfg: Config, client=None) -> pd.DataFrame:
     idx = range(len(chunk_bounds(man["n_samples"], man["chunk_size"])))
     res = map_chunks(_diag_chunk, idx, str(path), r_band, cfg.audit.brightness_radius_pix,
                      tuple(cfg.audit.brightness_annulus_pix), client=client,
-                     desc=f"audit {path.name}", progress=False)
+                     desc=f"audit {path.name}", progress=cfg.cluster.progress)
     if not res:
         return t
     cat = {k: np.concatenate([r[k] for r in res]) for k in res[0]}
@@ -235,7 +235,7 @@ def core_only_baseline(path: Path, t: pd.DataFrame, cfg: Config, client=None) ->
     by_chunk = {int(c): rows[which == c] for c in np.unique(which)}
     res = map_chunks(_core_chunk, sorted(by_chunk), str(path), by_chunk,
                      man["bands"].index("r"), ac.core_radius_pix, client=client,
-                     desc="audit core-only", progress=False)
+                     desc="audit core-only", progress=cfg.cluster.progress)
     feat_rows = np.concatenate([r["rows"] for r in res])
     X_all = np.concatenate([r["x"] for r in res])
     pos_of = {int(r): i for i, r in enumerate(feat_rows)}

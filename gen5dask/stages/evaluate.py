@@ -7,14 +7,16 @@ the numbers in ``report/metrics.json`` from those tables (DESIGN §7).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from gen5dask.evaluate.decision import decide
 from gen5dask.evaluate.metrics import arm_metrics_kwargs, compute_arm_metrics
 from gen5dask.evaluate.realism import arm_realism_probe
 from gen5dask.evaluate.report import metrics_document
+from gen5dask.log import get_logger
 from gen5dask.stages.declare import stage
+
+log = get_logger(__name__)
 
 
 def arm_names(cfg) -> list[str]:
@@ -67,7 +69,7 @@ def evaluate_arms(cfg) -> dict:
     for arm in arm_names(cfg):
         path = cfg.layout.scores(arm)
         if not path.exists():
-            print(f"evaluate: no scores for arm {arm!r} ({path}); skipped", file=sys.stderr)
+            log.warning(f"evaluate: no scores for arm {arm!r} ({path}); skipped")
             continue
         scores = load_scores(cfg, arm)
         m = compute_arm_metrics(scores, **kwargs)
@@ -112,7 +114,7 @@ def evaluate_and_write(cfg, *, mask_resolution: dict | None = None) -> Path:
         arm: {k: m.get(k) for k in ("auc", "recall_at_fpr_0.01", "tier_a_recall_at_fpr_0.01")}
         for arm, m in metrics.items()
     }
-    print(f"evaluate: {json.dumps(summary)}\n  decision: {decision.get('branch')}", file=sys.stderr)
+    log.info(f"evaluate: {json.dumps(summary)}\n  decision: {decision.get('branch')}")
     return Path(path)
 
 

@@ -427,7 +427,7 @@ def run_hardneg(cfg: Config, client=None, *, force: bool = False) -> Path:
         todo = pending_chunks(out)
         cs = store_geometry(out)["chunk_size"]
         map_chunks(_copy_chunk, todo, str(out), str(plan_file), cs, client=client,
-                   desc="hardneg", progress=False)
+                   desc="hardneg", progress=cfg.cluster.progress)
         finalize_store(out, attrs=attrs)
     return out
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +70,7 @@ from gen5dask.injection.ids import ID_FORMULA
 from gen5dask.injection.laws import Laws, TargetDistribution
 from gen5dask.injection.plan import HOST_VARS, build_plan, host_table
 from gen5dask.injection.spec import InjectSpec
+from gen5dask.log import get_logger
 from gen5dask.provenance import config_hash
 from gen5dask.stages.declare import stage
 from gen5dask.store import (
@@ -88,6 +88,8 @@ from gen5dask.store import (
     store_workdir,
     write_chunk,
 )
+
+log = get_logger(__name__)
 
 STAGE = "inject"
 
@@ -284,10 +286,7 @@ def run_inject(cfg, client=None, *, force: bool = False) -> Path:
             },
         )
     if len(quarantine):
-        print(
-            f"inject: {len(quarantine)} host(s) quarantined, see {quarantine_csv(cfg)}",
-            file=sys.stderr,
-        )
+        log.info(f"inject: {len(quarantine)} host(s) quarantined, see {quarantine_csv(cfg)}")
     _record_achieved(cfg, out, target, target_source)
     return out
 

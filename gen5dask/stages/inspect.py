@@ -25,14 +25,16 @@ import base64
 import hashlib
 import html
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from gen5dask.log import get_logger
 from gen5dask.provenance import config_hash, utc_now
 from gen5dask.stages.declare import stage
+
+log = get_logger(__name__)
 
 #: Grades the page offers, exactly as ``select_anchors`` reads them.
 GRADES = ("A", "B", "C", "not_a_lens")
@@ -544,11 +546,8 @@ def run_inspect(cfg, client=None, *, force: bool = False) -> Path:
             indent=1,
         )
     )
-    print(
-        f"inspect: {len(shown)} anchors shown ({len(hidden)} not shown), {len(rejected)} "
-        f"rejected -> {out}",
-        file=sys.stderr,
-    )
+    log.info(f"inspect: {len(shown)} anchors shown ({len(hidden)} not shown), {len(rejected)} "
+        f"rejected -> {out}")
     return out
 
 

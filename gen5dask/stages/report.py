@@ -8,7 +8,6 @@ reading (:func:`load_report_inputs`) and writing (:func:`build_report`).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,10 +17,13 @@ from gen5dask.config.ablation import DecisionConfig
 from gen5dask.config.report import ReportConfig
 from gen5dask.evaluate.decision import decide
 from gen5dask.evaluate.report import ReportInputs, render_report
+from gen5dask.log import get_logger
 from gen5dask.paths import OutputLayout
 from gen5dask.provenance import config_yaml
 from gen5dask.stages.declare import stage
 from gen5dask.stages.evaluate import arm_names, evaluate_arms, load_scores, write_metrics_json
+
+log = get_logger(__name__)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -191,7 +193,7 @@ def run_report(cfg, client=None, *, force: bool = False) -> Path:
         primary_metric=cfg.evaluate.primary_metric,
         arms=arm_names(cfg),
     )
-    print(f"report: {path}\n  decision: {decision.get('branch')}", file=sys.stderr)
+    log.info(f"report: {path}\n  decision: {decision.get('branch')}")
     return Path(path)
 
 

@@ -20,15 +20,17 @@ A rerun therefore does exactly what a change requires:
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gen5dask.log import get_logger
 from gen5dask.provenance import config_hash, utc_now
 from gen5dask.stages import get_stage
 from gen5dask.stages.declare import StageDecl, config_value
+
+log = get_logger(__name__)
 
 #: the stages ``gen5dask run`` runs (their order and dependencies come from their declarations).
 PLAN_STAGES: tuple[str, ...] = (
@@ -195,7 +197,7 @@ def run_plan(
     for step in plan:
         fp = prints[step.stage]
         if step.stage not in forced and stage_done(cfg, step.stage, fp):
-            print(f"[gen5dask run] {step.stage}: up to date, skipped", file=sys.stderr)
+            log.info(f"[gen5dask run] {step.stage}: up to date, skipped")
             output = Path(_read_record(cfg, step.stage)["output"])
             continue
         rec = _read_record(cfg, step.stage)
@@ -204,20 +206,19 @@ def run_plan(
         # replace their own outputs by their stored config)
         redo = step.stage in forced or (bool(rec) and rec.get("fingerprint") != fp)
         why = "forced" if step.stage in forced else ("inputs changed" if redo else "")
-        print(f"[gen5dask run] {step.stage}: running" + (f" ({why})" if why else ""),
-              file=sys.stderr)
+        log.info(f"[gen5dask run] {step.stage}: running" + (f" ({why})" if why else ""))
         _record_start(cfg, step.stage, fp)
         t0 = time.perf_counter()
         output = Path(get_stage(step.stage)(cfg, client=client, force=redo))
         dt = time.perf_counter() - t0
         timings[step.stage] = dt
         record_stage(cfg, step.stage, fp, output, dt)
-        print(f"[gen5dask run] {step.stage}: done in {dt:.1f} s -> {output}", file=sys.stderr)
+        log.info(f"[gen5dask run] {step.stage}: done in {dt:.1f} s -> {output}")
     total = time.perf_counter() - t_all
     timing_file = cfg.layout.state_dir / "timings.json"
     timing_file.parent.mkdir(parents=True, exist_ok=True)
     timing_file.write_text(json.dumps({"stages_s": timings, "total_s": round(total, 2)}, indent=1))
-    print(f"[gen5dask run] finished in {total:.1f} s", file=sys.stderr)
+    log.info(f"[gen5dask run] finished in {total:.1f} s")
     return output
 
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from gen5dask.log import get_logger
 from gen5dask.provenance import config_hash, provenance_attrs
 from gen5dask.stages._chunks import map_chunks
 from gen5dask.stages.declare import stage
 from gen5dask.store import chunk_bounds, fingerprint, is_complete, store_geometry
 from gen5dask.train.dataset import store_table
+
+log = get_logger(__name__)
 
 
 def _store_paths(cfg) -> dict[str, Path]:
@@ -61,7 +63,7 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
     sc = cfg.score
     model_path = cfg.layout.model(arm)
     if not model_path.exists():
-        print(f"[score] {arm}: no model file {model_path}; skipped", file=sys.stderr)
+        log.warning(f"[score] {arm}: no model file {model_path}; skipped")
         return None
     out = cfg.layout.scores(arm)
     stores, skipped = {}, []
@@ -71,8 +73,7 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
             stores[name] = p
         else:
             skipped.append(name)
-            print(f"[score] {arm}: store {name} ({p}) missing or incomplete; skipped",
-                  file=sys.stderr)
+            log.warning(f"[score] {arm}: store {name} ({p}) missing or incomplete; skipped")
     st = model_path.stat()
     info = torch.load(model_path, map_location="cpu", weights_only=True)
     fp = config_hash({
@@ -86,7 +87,7 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
 
         try:
             if read_scores_attrs(out).get("scores_fingerprint") == fp:
-                print(f"[score] {arm}: up to date ({out})", file=sys.stderr)
+                log.info(f"[score] {arm}: up to date ({out})")
                 return out
         except (OSError, ValueError, KeyError):
             pass
@@ -135,7 +136,7 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
         parts = [e for e in embs if e is not None]
         emb = np.concatenate(parts) if parts else np.zeros((len(df), 0), np.float32)
     write_scores(out, df, attrs=attrs, embedding=emb)
-    print(f"[score] {arm}: {len(df)} rows -> {out}", file=sys.stderr)
+    log.info(f"[score] {arm}: {len(df)} rows -> {out}")
     return out
 
 

@@ -15,12 +15,14 @@ every rank calls this and only rank 0 writes.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 from gen5dask import gates as gates_mod
+from gen5dask.log import get_logger
 from gen5dask.stages.declare import stage
 from gen5dask.store import StoreError, is_complete
+
+log = get_logger(__name__)
 
 
 def check_gates(cfg) -> dict:
@@ -42,7 +44,7 @@ def check_gates(cfg) -> dict:
     if refused:
         raise RuntimeError("training refused: " + gates_mod.failure_message(refused, path))
     if not path.exists():
-        print(f"[train] warning: {path} not found; gates not checked", file=sys.stderr)
+        log.warning(f"[train] warning: {path} not found; gates not checked")
         return {"gates_status": "absent", "gates_overridden": [], "gates_failed_nonblocking": []}
     records = gates_mod.load_gates(path)
     used = gates_mod.blocking_failures(records)
@@ -105,7 +107,7 @@ def run_train(cfg, client=None, *, force: bool = False) -> Path:
             meta = torch.load(out, map_location="cpu", weights_only=True)
             if meta.get("fingerprint") == fp:
                 if rank == 0:
-                    print(f"[train] {arm.name}: up to date ({out})", file=sys.stderr)
+                    log.info(f"[train] {arm.name}: up to date ({out})")
                 continue
         prov = {
             "gates_status": gates["gates_status"],
@@ -114,9 +116,8 @@ def run_train(cfg, client=None, *, force: bool = False) -> Path:
         }
         res = train_arm(cfg, arm, provenance=prov)
         if rank == 0:
-            print(f"[train] {arm.name}: best {res['selection_metric']}="
-                  f"{res['selection_value']:.4f} at epoch {res['best_epoch']} -> {out}",
-                  file=sys.stderr)
+            log.info(f"[train] {arm.name}: best {res['selection_metric']}="
+                  f"{res['selection_value']:.4f} at epoch {res['best_epoch']} -> {out}")
     return layout.models_dir
 
 

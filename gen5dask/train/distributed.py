@@ -14,11 +14,14 @@ checkpoints, logs and the model file.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+
+from gen5dask.log import get_logger
+
+log = get_logger(__name__)
 
 
 def env_world() -> tuple[int, int, int]:
@@ -66,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with process_group() as (rank, world):
         out = run_train(cfg, force=args.force)
         if rank == 0:
-            print(f"train ({world} ranks): wrote {out}", file=sys.stderr)
+            log.info(f"train ({world} ranks): wrote {out}")
     return 0
 
 

@@ -322,11 +322,14 @@ def read_embeddings(path: str | Path, *, store: str | None = None
         ids = ds["sample"].values.astype(np.int64)
         emb = ds[EMBEDDING].values.astype(np.float32)
         if store is not None:
-            legend = list(ds["store"].attrs["gen5dask_legend"])
+            attrs = ds["store"].attrs
+            legend = list(attrs.get("gen5dask_legend") or attrs.get("allowed_values") or [])
             if store not in legend:
                 msg = f"store must be one of {legend}, got {store!r}"
                 raise ValueError(msg)
-            keep = ds["store"].values.astype(np.int64) == legend.index(store)
+            vals = ds["store"].values
+            keep = (vals.astype(np.int64) == legend.index(store) if vals.dtype.kind in "iu"
+                    else as_unicode(vals) == store)  # old tables: int8 codes; now strings
             ids, emb = ids[keep], emb[keep]
     return ids, emb
 

@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,16 +34,18 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
 from gen5dask import __version__
 from gen5dask.kernels.rng import key
+from gen5dask.log import get_logger, progress_bar
 from gen5dask.provenance import config_hash, config_yaml, git_sha, utc_now
 from gen5dask.store import fingerprint
 from gen5dask.train.augment import EvalTransform, TrainTransform
 from gen5dask.train.dataset import ArmData, StampStream, arm_selection, make_loader
 from gen5dask.train.models import arch_spec, build_model
 from gen5dask.train.normstats import store_norm_stats
+
+log = get_logger(__name__)
 
 HIGHER_IS_BETTER = {"val_auc": True, "val_loss": False}
 KEEP_CHECKPOINTS = 2
@@ -426,11 +427,10 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
             start_epoch, history = int(ck["epoch"]), list(ck["history"])
             best, bad_epochs = ck["best"], int(ck["bad_epochs"])
             if rank == 0:
-                print(f"[train {arm.name}] resuming after epoch {start_epoch} from {cks[-1]}",
-                      file=sys.stderr)
+                log.info(f"[train {arm.name}] resuming after epoch {start_epoch} from {cks[-1]}")
         elif rank == 0:
-            print(f"[train {arm.name}] checkpoints in {ckdir} belong to another configuration; "
-                  "starting fresh", file=sys.stderr)
+            log.warning(f"[train {arm.name}] checkpoints in {ckdir} belong to another "
+                        "configuration; starting fresh")
             for p in cks:
                 p.unlink()
     log_path = layout.train_log(arm.name)
@@ -452,8 +452,8 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
         nb = train_stream.num_batches()
         wait = 0.0
         loss_sum, n_seen = 0.0, 0
-        bar = tqdm(total=nb, desc=f"{arm.name} epoch {epoch + 1}/{tc.epochs}", unit="batch",
-                   disable=not show, file=sys.stderr, leave=False)
+        bar = progress_bar(total=nb, desc=f"{arm.name} epoch {epoch + 1}/{tc.epochs}",
+                           unit="batch", disable=not show, leave=False)
         t_w = time.perf_counter()
         for j, batch in enumerate(train_loader):
             wait += time.perf_counter() - t_w
@@ -513,9 +513,9 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
         if rank == 0:
             with log_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            print(f"[train {arm.name}] epoch {epoch}: " + ", ".join(
+            log.info(f"[train {arm.name}] epoch {epoch}: " + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                if k != "epoch"), file=sys.stderr)
+                if k != "epoch"))
             _atomic_save({
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "schedule": sched.state_dict(), "scaler": scaler.state_dict(),

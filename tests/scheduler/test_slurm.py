@@ -75,7 +75,7 @@ def _job_ids(client) -> dict[str, str]:
 
 
 def _markers(store: Path) -> int:
-    d = store / "_gen5dask" / "done"
+    d = store / "_gen5dask" / "done" / "c"  # one Zarr chunk file per completed store chunk
     return sum(1 for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else 0
 
 

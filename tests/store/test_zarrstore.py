@@ -124,3 +124,118 @@ def test_append_and_write_columns(tmp_path):
     assert "visibility" in store_geometry(p)["variables"]
     with pytest.raises(StoreError, match="shape"):
         write_columns(p, {"region": np.zeros(3, "i4")})
+
+
+def test_plain_xarray_reads_strings_and_coordinates_without_warnings(tmp_path):
+    import warnings
+
+    p = _make(tmp_path / "s.zarr", variables=["tier"])
+    man = store_geometry(p)
+    for i, (a, b) in enumerate(chunk_bounds(N, CS)):
+        d = fake_chunk(np.arange(a, b), variables=man["variables"], stamp_size=ST,
+                       kind="anchor" if i == 1 else "host")
+        d["tier"] = np.where(np.arange(a, b) % 2, "A", "")
+        write_chunk(p, i, d)
+    finalize_store(p)
+    write_columns(p, {"split": np.array(["train", "val", "test", ""] * 2 + ["train"] * 2)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(p)
+        assert ds.band.values.tolist() == ["g", "r", "z"] and "band" in ds.indexes
+        assert ds.image.sel(band="r").shape == (N, ST, ST)
+        assert {"ra", "dec"} <= set(ds.coords)
+        assert int((ds.kind == "anchor").sum()) == 4 and int((ds.tier == "A").sum()) == 5
+        assert ds.split.values.tolist()[:4] == ["train", "val", "test", ""]
+        assert ds.brickname.values[0] == "1502p015"
+        assert ds.image.attrs["units"] == "nanomaggy" and "long_name" in ds.kind.attrs
+        assert ds.kind.attrs["allowed_values"][0] == "host"
+        tree = xr.open_datatree(p, engine="zarr")  # the bookkeeping is a plain Zarr group
+        assert "done" in tree["_gen5dask"].dataset
+    # the numeric view the stages compute on: legend codes, exact brick codes
+    codes = read_chunk(p, 1, ["kind", "brickname", "split"])
+    assert codes["kind"].dtype == np.int8 and set(codes["kind"]) == {3}
+    assert codes["brickname"].tolist() == [15020015] * 4
+    assert read_chunk(p, 1, ["kind"], decode=True)["kind"].tolist() == ["anchor"] * 4
+    with pytest.raises(StoreError, match="unknown value 'lense'"):
+        write_columns(p, {"kind": np.array(["lense"] * N)})
+    with pytest.raises(StoreError, match="RRRRpDDD"):
+        write_columns(p, {"brickname": np.array(["1502p15"] * N)})
+
+
+def test_lock_lives_outside_the_store_and_survives_a_rebuild(tmp_path):
+    from gen5dask.store import store_workdir
+
+    p = tmp_path / "s.zarr"
+    with store_lock(p):
+        _make(p)
+        create_store(p, n_samples=N, stage="test", config={"a": 9}, seed=1, stamp_size=ST,
+                     chunk_size=CS, overwrite=True)  # rebuild under the lock
+        with pytest.raises(StoreLockedError), store_lock(p):
+            pass
+    assert (store_workdir(p) / "lock").exists() and not (p / "lock").exists()
+    assert sorted(x.name for x in p.iterdir() if not x.name.endswith(".json")) == sorted(
+        ["_gen5dask", "band", "sample", *store_geometry(p)["variables"]])
+
+
+def test_mark_pending_and_resume(tmp_path):
+    from gen5dask.store import mark_pending
+
+    p = _make(tmp_path / "s.zarr")
+    _write_all(p)
+    finalize_store(p)
+    mark_pending(p, [1])
+    assert pending_chunks(p) == [1] and not is_complete(p)
+    _write_all(p, chunks={1})
+    finalize_store(p)
+    assert is_complete(p) and validate(p) == []
+
+
+def _legacy_store(path):
+    """A store of the first layout: int8 codes + gen5dask_legend, brick codes, marker files."""
+    import json
+
+    import zarr
+
+    n = 3
+    root = zarr.open_group(str(path), mode="w", zarr_format=3,
+                           attributes={"bands": "grz", "complete": True, "stage": "old"})
+    root.create_array("sample", shape=(n,), chunks=(n,), dtype="i8", dimension_names=("sample",))
+    root["sample"][:] = [5, 6, 7]
+    k = root.create_array("kind", shape=(n,), chunks=(n,), dtype="i1",
+                          dimension_names=("sample",),
+                          attributes={"gen5dask_legend": ["host", "control", "injection"]})
+    k[:] = [0, 2, 2]
+    b = root.create_array("brickname", shape=(n,), chunks=(n,), dtype="i4",
+                          dimension_names=("sample",), attributes={"units": "brickcode"})
+    b[:] = [15020015] * n
+    img = root.create_array("image", shape=(n, 3, 2, 2), chunks=(n, 3, 2, 2), dtype="f4",
+                            dimension_names=("sample", "band", "y", "x"))
+    img[:] = 1.0
+    from gen5dask.store import consolidate
+
+    (path / "_gen5dask" / "done").mkdir(parents=True)
+    (path / "_gen5dask" / "done" / "00000000").write_text("{}")
+    (path / "_gen5dask" / "manifest.json").write_text(json.dumps({
+        "n_samples": n, "bands": ["g", "r", "z"], "stamp_size": 2, "chunk_size": 256,
+        "variables": ["kind", "brickname", "image"], "config_hash": "x", "stage": "old"}))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the old layout's foreign folder
+        consolidate(path)
+    return path
+
+
+def test_first_layout_stores_still_open_and_refuse_writes(tmp_path):
+    p = _legacy_store(tmp_path / "old.zarr")
+    assert is_complete(p) and pending_chunks(p) == []
+    ds = open_store(p)
+    assert ds.kind.values.tolist() == ["host", "injection", "injection"]
+    assert ds.brickname.values.tolist() == ["1502p015"] * 3
+    assert ds.image.sel(band="r").shape == (3, 2, 2)
+    assert read_table(p)["kind"].tolist() == ["host", "injection", "injection"]
+    assert read_chunk(p, 0, ["kind"])["kind"].tolist() == [0, 2, 2]
+    with pytest.raises(StoreError, match="older gen5dask.*--force"):
+        write_columns(p, {"visibility": np.zeros(3, "f4")})
+    with pytest.raises(StoreError, match="older gen5dask"):
+        create_store(p, n_samples=3, stage="old", config={}, seed=0)
