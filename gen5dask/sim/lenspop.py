@@ -102,6 +102,7 @@ class LensPopParams:
     shear_sigma_dex: float
     lens_pa_sigma: float
     src_mag_r: tuple[float, float]
+    src_mag_depth_margin: float
     src_counts_slope: float
     src_z0_slope: float
     src_z0_offset: float
@@ -247,16 +248,17 @@ def source_size_kpc(mag_r, z_source, params: LensPopParams, *, gauss=0.0) -> np.
             * np.exp(params.src_size_sigma_ln * np.asarray(gauss)))
 
 
-def _draw_sources(g, params: LensPopParams, n: int):
+def _draw_sources(g, params: LensPopParams, n: int, mag_faint: float | None):
     """Magnitude, colours and redshift of ``n`` lensing-weighted sources (rejection in z)."""
+    lo, hi = params.src_mag_r
+    hi = hi if mag_faint is None else min(hi, float(mag_faint))
     dc_max = comoving_distance_mpc(params.z_max, params.cosmology, params.z_max)
     cov_off = params.src_color_corr * params.src_gr_sigma * params.src_rz_sigma
     cov = [[params.src_gr_sigma**2, cov_off], [cov_off, params.src_rz_sigma**2]]
     out = {k: np.empty(0) for k in ("src_mag_r", "src_gr", "src_rz", "z_source")}
     while out["z_source"].size < n:
         m = max(4 * (n - out["z_source"].size), 32)
-        mag = draw_counts_magnitudes(g.uniform(size=m), *params.src_mag_r,
-                                     params.src_counts_slope)
+        mag = draw_counts_magnitudes(g.uniform(size=m), lo, hi, params.src_counts_slope)
         col = g.multivariate_normal([params.src_gr_mean, params.src_rz_mean], cov, size=m,
                                     method="cholesky")
         # i from the mean colour, so each source's colour stays independent of its redshift
@@ -272,8 +274,13 @@ def _draw_sources(g, params: LensPopParams, n: int):
     return {k: v[:n] for k, v in out.items()}
 
 
-def draw_lens_population(g: np.random.Generator, params: LensPopParams, n: int) -> dict:
+def draw_lens_population(g: np.random.Generator, params: LensPopParams, n: int, *,
+                         mag_faint: float | None = None) -> dict:
     """``n`` strong lenses from the physical, lensing-weighted population (no selection).
+
+    ``mag_faint`` (optional) lowers the faint end of the source counts below
+    ``params.src_mag_r[1]`` (:func:`select_visible_lens` uses the anchor's depth plus
+    ``src_mag_depth_margin``).
 
     Returns a dict of float64 ``(n,)`` arrays (:data:`POPULATION_KEYS`): ``sigma_v`` (km/s),
     ``z_lens``, ``z_source``, ``theta_e`` ("), ``lens_q``, ``lens_dpa`` (SIE angle minus the
@@ -282,7 +289,7 @@ def draw_lens_population(g: np.random.Generator, params: LensPopParams, n: int) 
     ``src_pa`` (rad). Deterministic given the generator state and ``n``.
     """
     n = int(n)
-    src = _draw_sources(g, params, n)
+    src = _draw_sources(g, params, n, mag_faint)
     sigma = draw_velocity_dispersion(g, params, n)
     zs = src["z_source"]
     zl = draw_lens_redshift(g, zs, params)
@@ -403,8 +410,9 @@ class Selected:
 
 
 def select_visible_lens(g: np.random.Generator, params: LensPopParams, *, psf_kernel_r,
-                        psf_fwhm_r: float, pixel_sigma_r: float, stamp_size: int,
-                        pixscale: float, deflector_pa: float = 0.0, supersample: int = 3,
+                        psf_fwhm_r: float, pixel_sigma_r: float, psfdepth_r: float,
+                        stamp_size: int, pixscale: float, deflector_pa: float = 0.0,
+                        supersample: int = 3,
                         snr_min: float | None = None, label: str = "anchor") -> Selected:
     """Draw candidates from the population until one passes the visual selection.
 
@@ -423,6 +431,10 @@ def select_visible_lens(g: np.random.Generator, params: LensPopParams, *, psf_ke
         ``(K, K)`` r-band PSF image of the anchor (odd ``K``).
     psf_fwhm_r, pixel_sigma_r : float
         r-band PSF FWHM (arcsec) and sky noise per pixel (nanomaggies).
+    psfdepth_r : float
+        r-band 5-sigma point-source depth (AB): the source counts reach
+        ``min(src_mag_r[1], psfdepth_r + src_mag_depth_margin)`` (fainter sources are not
+        selected: docs/mock_populations.md measures the margin).
     stamp_size, pixscale, supersample :
         The stamp the arc is rendered on (as the survey renders it).
     deflector_pa : float
@@ -445,7 +457,8 @@ def select_visible_lens(g: np.random.Generator, params: LensPopParams, *, psf_ke
     ivar = np.full((BATCH, H, H), 1.0 / sig**2, dtype=np.float32)
     drawn = 0
     while drawn < params.max_candidates:
-        cand = draw_lens_population(g, params, BATCH)
+        cand = draw_lens_population(g, params, BATCH,
+                                    mag_faint=float(psfdepth_r) + params.src_mag_depth_margin)
         cand["lens_pa"] = np.mod(float(deflector_pa) + cand["lens_dpa"], np.pi)
         u = g.uniform(size=BATCH)
         drawn += BATCH

@@ -207,8 +207,8 @@ def _anchor_conditions(fwhm=1.3, depth=24.0):
 
 def test_select_visible_lens_deterministic_and_visible():
     ker, fwhm, sigma = _anchor_conditions()
-    kw = {"psf_kernel_r": ker, "psf_fwhm_r": fwhm, "pixel_sigma_r": sigma, "stamp_size": 64,
-          "pixscale": PIX, "deflector_pa": 0.7}
+    kw = {"psf_kernel_r": ker, "psf_fwhm_r": fwhm, "pixel_sigma_r": sigma, "psfdepth_r": 24.0,
+          "stamp_size": 64, "pixscale": PIX, "deflector_pa": 0.7}
     sel = [lp.select_visible_lens(rng.generator(3, lp.STAGE, i), P, **kw) for i in range(6)]
     again = lp.select_visible_lens(rng.generator(3, lp.STAGE, 0), P, **kw)
     assert again == sel[0]
@@ -235,18 +235,24 @@ def test_select_visible_lens_deterministic_and_visible():
 
 
 def test_select_visible_lens_deeper_field_accepts_sooner():
-    # the same candidate stream: in a deeper field every candidate's P is at least as high,
-    # so the first acceptance comes no later
-    for i in range(4):
-        shallow = lp.select_visible_lens(rng.generator(8, lp.STAGE, i), P, stamp_size=64,
-                                         pixscale=PIX, **dict(zip(
-                                             ("psf_kernel_r", "psf_fwhm_r", "pixel_sigma_r"),
-                                             _anchor_conditions(depth=23.7), strict=True)))
-        deep = lp.select_visible_lens(rng.generator(8, lp.STAGE, i), P, stamp_size=64,
-                                      pixscale=PIX, **dict(zip(
-                                          ("psf_kernel_r", "psf_fwhm_r", "pixel_sigma_r"),
-                                          _anchor_conditions(depth=25.0), strict=True)))
-        assert deep.n_candidates <= shallow.n_candidates
+    # the same candidate stream (same counts limit): in a deeper field every candidate's P is
+    # at least as high, so the first acceptance comes no later
+    for i in range(2):
+        got = []
+        for depth in (23.7, 25.0):
+            ker, fwhm, sigma = _anchor_conditions(depth=depth)
+            got.append(lp.select_visible_lens(
+                rng.generator(8, lp.STAGE, i), P, psf_kernel_r=ker, psf_fwhm_r=fwhm,
+                pixel_sigma_r=sigma, psfdepth_r=23.7, stamp_size=64, pixscale=PIX))
+        assert got[1].n_candidates <= got[0].n_candidates
+
+
+def test_counts_limit_follows_depth():
+    g = np.random.default_rng(1)
+    pop = lp.draw_lens_population(g, P, 4000, mag_faint=24.5)
+    assert pop["src_mag_r"].max() <= 24.5 and pop["src_mag_r"].min() >= P.src_mag_r[0]
+    assert pop["src_mag_r"].max() > 24.45  # the counts rise to the limit
+    assert lp.draw_lens_population(g, P, 4000)["src_mag_r"].max() > 29.9
 
 
 def test_select_visible_lens_errors_name_the_sample():
@@ -254,12 +260,12 @@ def test_select_visible_lens_errors_name_the_sample():
     strict = dataclasses.replace(P, selection_snr_min=1e6, max_candidates=32)
     with pytest.raises(ValueError, match="anchor 1000000007.*32 candidates"):
         lp.select_visible_lens(rng.generator(1, lp.STAGE, 7), strict, psf_kernel_r=ker,
-                               psf_fwhm_r=fwhm, pixel_sigma_r=sigma, stamp_size=64,
-                               pixscale=PIX, label="anchor 1000000007")
+                               psf_fwhm_r=fwhm, pixel_sigma_r=sigma, psfdepth_r=24.0,
+                               stamp_size=64, pixscale=PIX, label="anchor 1000000007")
     with pytest.raises(ValueError, match="must be > 0"):
         lp.select_visible_lens(rng.generator(1, lp.STAGE, 7), P, psf_kernel_r=ker,
-                               psf_fwhm_r=np.nan, pixel_sigma_r=sigma, stamp_size=64,
-                               pixscale=PIX)
+                               psf_fwhm_r=np.nan, pixel_sigma_r=sigma, psfdepth_r=24.0,
+                               stamp_size=64, pixscale=PIX)
 
 
 def test_config_rejects_bad_ranges():
