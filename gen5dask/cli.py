@@ -3,6 +3,8 @@
 ``gen5dask run CONFIG`` runs the whole remediation plan; ``gen5dask STAGE CONFIG`` runs one
 stage; ``gen5dask info STORE`` summarises and validates a store. ``--set a.b=c`` overrides any
 config key (typed by YAML). Errors print one clear line (``--debug`` for the traceback).
+Messages go through the ``gen5dask`` logger to stderr: ``-v`` adds debug lines, ``-q`` keeps
+warnings and errors only (and turns progress bars off).
 """
 
 from __future__ import annotations
@@ -21,7 +23,17 @@ class UsageError(Exception):
     """A user-facing error (bad input, bad config): printed without a traceback."""
 
 
+def _add_verbosity_args(p: argparse.ArgumentParser, *, sub: bool) -> None:
+    kw = {"default": argparse.SUPPRESS} if sub else {"default": 0}
+    p.add_argument("-v", "--verbose", action="count",
+                   help="more messages: debug lines with logger and worker names", **kw)
+    p.add_argument("-q", "--quiet", action="count",
+                   help="fewer messages: warnings and errors only, no progress bars (-qq: "
+                   "errors only)", **kw)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
+    _add_verbosity_args(p, sub=True)
     p.add_argument(
         "config", nargs="?", default=None, help="YAML config (default: built-in defaults)"
     )
@@ -43,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gen5dask {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_verbosity_args(parser, sub=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -57,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("info", help="counts, provenance and contract validation of a store")
+    _add_verbosity_args(p, sub=True)
     p.add_argument("store", help="path to a .zarr store")
     p.add_argument("--no-pixels", action="store_true", help="skip the NaN/inf pixel scan")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -144,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 1 invalid store, 2 error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from gen5dask.log import setup_logging, verbosity_level
+
+    setup_logging(verbosity_level(args.verbose, args.quiet))
     from gen5dask.config import ConfigError
     from gen5dask.store import StoreError, StoreLockedError
 

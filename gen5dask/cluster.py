@@ -3,6 +3,12 @@
 Workers run single-threaded numerical libraries (OMP/MKL/OpenBLAS/NUMBA threads = 1) so that
 the worker count, not hidden thread pools, decides parallelism; numba caches compiled kernels in
 a per-user directory.
+
+On SLURM/PBS a batch job whose worker dies (walltime, ``scancel``, node failure) is resubmitted
+(:class:`JobKeeper`): Dask reruns the lost tasks on the remaining workers meanwhile, and the
+replacement job joins when the queue starts it. :func:`render_job_script` prints the very script
+dask-jobqueue submits, with the two values known only at submission shown as
+:data:`SCHEDULER_PLACEHOLDER` and :data:`WORKER_NAME_PLACEHOLDER`.
 """
 
 from __future__ import annotations
@@ -14,6 +20,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from gen5dask.config.cluster import ClusterConfig
+
+SCHEDULER_PLACEHOLDER = "tcp://<scheduler-address>"
+"""Stands for the scheduler address in :func:`render_job_script` (known once it listens)."""
+WORKER_NAME_PLACEHOLDER = "<worker-name>"
+"""Stands for the per-job worker name in :func:`render_job_script` (``SLURMCluster-0`` ...)."""
+NO_WORKER_HINT_S = 120.0
+"""Seconds without any connected worker after which :class:`JobKeeper` says where to look."""
 
 THREAD_CAPS = {
     "OMP_NUM_THREADS": "1",
@@ -54,24 +67,108 @@ def _jobqueue_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
     return kw
 
 
-def make_jobqueue_cluster(cfg: ClusterConfig):
-    """A dask-jobqueue SLURMCluster / PBSCluster (needs the ``hpc`` extra)."""
+def _cluster_class(cfg: ClusterConfig):
     try:
         import dask_jobqueue
     except ImportError as exc:  # pragma: no cover - depends on the install
         msg = "cluster.kind slurm/pbs needs dask-jobqueue: pip install 'gen5dask[hpc]'"
         raise ImportError(msg) from exc
-    cls = dask_jobqueue.SLURMCluster if cfg.kind == "slurm" else dask_jobqueue.PBSCluster
-    return cls(**_jobqueue_kwargs(cfg))
+    if cfg.kind not in ("slurm", "pbs"):
+        msg = f"cluster.kind is {cfg.kind!r}; batch jobs exist for slurm and pbs"
+        raise ValueError(msg)
+    return dask_jobqueue.SLURMCluster if cfg.kind == "slurm" else dask_jobqueue.PBSCluster
+
+
+def make_jobqueue_cluster(cfg: ClusterConfig):
+    """A dask-jobqueue SLURMCluster / PBSCluster (needs the ``hpc`` extra)."""
+    return _cluster_class(cfg)(**_jobqueue_kwargs(cfg))
 
 
 def render_job_script(cfg: ClusterConfig) -> str:
-    """The batch job script dask-jobqueue would submit (no scheduler needed)."""
-    cluster = make_jobqueue_cluster(cfg)
-    try:
-        return cluster.job_script()
-    finally:
-        cluster.close()
+    """The batch job script dask-jobqueue submits for ``cfg``, without starting a scheduler.
+
+    It is byte for byte the submitted script except for the scheduler address and the worker
+    name, which read :data:`SCHEDULER_PLACEHOLDER` and :data:`WORKER_NAME_PLACEHOLDER`.
+    """
+    job_cls = _cluster_class(cfg).job_cls
+    job = job_cls(SCHEDULER_PLACEHOLDER, name=WORKER_NAME_PLACEHOLDER, **_jobqueue_kwargs(cfg))
+    return job.job_script()
+
+
+class JobKeeper:
+    """Resubmits the batch jobs of a dask-jobqueue ``cluster`` whose worker has gone away.
+
+    dask-jobqueue forgets a job once its worker has left the scheduler for
+    ``distributed.deploy.lost-worker-timeout`` (15 s by default) but submits a replacement only
+    when the cluster is rescaled. Each :meth:`check` re-asserts the current job count (fixed
+    ``jobs``, or what ``adaptive`` asked for) when a job was forgotten, which submits one job per
+    forgotten one, and prints a line naming it to stderr. It also prints, once, where to look
+    when no worker has connected ``NO_WORKER_HINT_S`` seconds after the start (a job that ends
+    at once, e.g. a wrong ``cluster.python``, never connects and is not replaced).
+    """
+
+    def __init__(self, cluster: Any, *, quiet: bool = False, clock=None):
+        import time
+
+        self.cluster = cluster
+        self.quiet = quiet
+        self.clock = clock or time.monotonic
+        self.t0 = self.clock()
+        self.job_ids: dict[str, str] = {}
+        self.hinted = False
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"gen5dask cluster: {msg}", file=sys.stderr, flush=True)
+
+    def check(self) -> list[str]:
+        """One pass (on the cluster's event loop); returns the job ids found lost."""
+        c = self.cluster
+        if getattr(c.status, "name", "") != "running":
+            return []
+        for name in [n for n in self.job_ids if n not in c.worker_spec]:
+            del self.job_ids[name]  # scaled down on purpose (adaptive)
+        for name, job in c.workers.items():
+            if getattr(job, "job_id", None):
+                self.job_ids[name] = job.job_id
+        lost = [n for n in c.worker_spec if n in self.job_ids and n not in c.workers]
+        ids = [self.job_ids.pop(n) for n in lost]
+        for name, job_id in zip(lost, ids, strict=True):
+            self.say(
+                f"worker job {job_id} ({name}) has ended (walltime, scancel or node failure); "
+                "its tasks rerun on the other workers; submitting a replacement job"
+            )
+        if lost:
+            c.scale(jobs=len(c.worker_spec))
+        if not self.hinted and self.clock() - self.t0 > NO_WORKER_HINT_S:
+            self.hinted = True
+            if not c.scheduler_info.get("workers") and self.job_ids:
+                self.say(
+                    f"no worker has connected {NO_WORKER_HINT_S:.0f} s after the start (jobs "
+                    f"{', '.join(sorted(self.job_ids.values()))}); see the queue (squeue --me / "
+                    "qstat -u $USER) and each job's output (SLURM: slurm-<jobid>.out in the "
+                    "submit directory; PBS: dask-worker.o<jobid>) for why a job ended"
+                )
+            elif not c.scheduler_info.get("workers"):
+                self.say(
+                    f"no batch job submitted {NO_WORKER_HINT_S:.0f} s after the start: the "
+                    "submit command (sbatch/qsub) failed; its error is printed above"
+                )
+        return ids
+
+
+def keep_jobs(cluster: Any, *, interval_s: float = 5.0, quiet: bool = False) -> Any:
+    """Run :class:`JobKeeper` every ``interval_s`` on the cluster's event loop.
+
+    Returns the tornado ``PeriodicCallback``; stop it with
+    ``cluster.loop.add_callback(callback.stop)`` before closing the cluster.
+    """
+    from tornado.ioloop import PeriodicCallback
+
+    keeper = JobKeeper(cluster, quiet=quiet)
+    callback = PeriodicCallback(keeper.check, interval_s * 1000.0)
+    cluster.loop.add_callback(callback.start)
+    return callback
 
 
 @contextlib.contextmanager
@@ -84,7 +181,7 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = False) -> Iterator[Any]:
 
     for k, v in THREAD_CAPS.items():
         os.environ.setdefault(k, v)
-    cluster = None
+    cluster = keeper = None
     if cfg.kind == "local":
         n = cfg.n_workers or os.cpu_count() or 1
         cluster = LocalCluster(
@@ -108,6 +205,7 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = False) -> Iterator[Any]:
             cluster.adapt(minimum_jobs=cfg.adaptive[0], maximum_jobs=cfg.adaptive[1])
         else:
             cluster.scale(jobs=cfg.jobs)
+        keeper = keep_jobs(cluster, quiet=quiet)
         client = Client(cluster)
     if not quiet:
         link = getattr(client, "dashboard_link", None)
@@ -115,9 +213,22 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = False) -> Iterator[Any]:
     try:
         yield client
     finally:
+        if keeper is not None:
+            cluster.loop.add_callback(keeper.stop)
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-__all__ = ["THREAD_CAPS", "dask_client", "make_jobqueue_cluster", "render_job_script", "worker_env"]
+__all__ = [
+    "NO_WORKER_HINT_S",
+    "SCHEDULER_PLACEHOLDER",
+    "THREAD_CAPS",
+    "WORKER_NAME_PLACEHOLDER",
+    "JobKeeper",
+    "dask_client",
+    "keep_jobs",
+    "make_jobqueue_cluster",
+    "render_job_script",
+    "worker_env",
+]

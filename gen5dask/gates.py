@@ -1,7 +1,9 @@
 """Gates (DESIGN §8): automatic checks that block ``train`` unless explicitly overridden.
 
-A gate is a dict ``{name, passed, blocking, value, threshold, detail}``: ``passed`` is True,
-False, or None (not evaluated: an input is missing; never blocking). ``gen5dask audit`` writes
+A gate is a dict ``{name, passed, blocking, value, threshold, detail}``: ``passed`` is True or
+False. A gate that cannot be evaluated (an input is missing, an import fails) is never silent:
+it fails, blocking, with the reason in ``detail`` (:func:`not_evaluated`); ``gates.override``
+is the explicit way past it. ``gen5dask audit`` writes
 the list to ``cfg.layout.gates_json``; :func:`check_gates` is what ``train`` calls.
 
 The evaluators here are pure functions of small inputs (tables, numbers, callables) so each can
@@ -38,18 +40,21 @@ GATE_NAMES: tuple[str, ...] = (
 )
 
 
-def gate(name: str, passed: bool | None, *, value: Any = None, threshold: Any = None,
+def gate(name: str, passed: bool, *, value: Any = None, threshold: Any = None,
          detail: Any = "", blocking: bool = True) -> dict:
-    """One gate record (``blocking`` is forced False when ``passed`` is None)."""
+    """One gate record; ``passed`` must be a bool (use :func:`not_evaluated` otherwise)."""
     if name not in GATE_NAMES:
         msg = f"unknown gate {name!r}; known: {list(GATE_NAMES)}"
+        raise ValueError(msg)
+    if passed is None:
+        msg = f"gate {name!r}: passed must be True or False; use not_evaluated(name, why)"
         raise ValueError(msg)
     from gen5dask.evaluate.stats import to_jsonable
 
     return {
         "name": name,
-        "passed": None if passed is None else bool(passed),
-        "blocking": bool(blocking) and passed is not None,
+        "passed": bool(passed),
+        "blocking": bool(blocking),
         "value": to_jsonable(value),
         "threshold": to_jsonable(threshold),
         "detail": to_jsonable(detail),
@@ -57,8 +62,8 @@ def gate(name: str, passed: bool | None, *, value: Any = None, threshold: Any = 
 
 
 def not_evaluated(name: str, why: str) -> dict:
-    """A gate that could not be evaluated (missing input): passed None, never blocking."""
-    return gate(name, None, detail=f"not evaluated: {why}", blocking=False)
+    """A gate that could not be evaluated: a blocking failure whose detail gives the reason."""
+    return gate(name, False, detail=f"not evaluated: {why}", blocking=True)
 
 
 def apply_blocking(gates: Sequence[dict], non_blocking: Iterable[str]) -> list[dict]:
@@ -141,7 +146,7 @@ def anchor_coordinates_gate(accepted_csv: str | Path, rejected_csv: str | Path |
                             max_sep_arcsec: float) -> dict:
     """Every accepted anchor whose coordinates were typed (``coordinates_typed``) matched its
     reference within ``max_sep_arcsec``, and every accepted anchor has a source at the centre.
-    ``value`` = n rejected / n accepted. Missing file -> not evaluated."""
+    ``value`` = n rejected / n accepted. Missing file -> failed (not evaluated)."""
     name = "anchor_coordinates"
     acc = Path(accepted_csv)
     if not acc.exists():
@@ -194,10 +199,8 @@ def psf_convolution_gate(*, fwhm_pix: Sequence[float], centroid_tol_pix: float, 
     """
     name = "psf_convolution"
     if moffat_kernel is None or convolve is None:
-        try:
-            from gen5dask.kernels import psf
-        except ImportError as exc:
-            return not_evaluated(name, f"gen5dask.kernels.psf not importable ({exc})")
+        from gen5dask.kernels import psf
+
         moffat_kernel = moffat_kernel or psf.moffat_kernel
         convolve = convolve or psf.convolve
     worst_shift, worst_flux = 0.0, 0.0

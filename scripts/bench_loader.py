@@ -1,15 +1,26 @@
-"""Loader throughput vs raw Zarr decode, and whether the model step waits on data.
+"""Loader throughput vs raw Zarr decode of the same store, per loader-worker count.
 
-Builds a synthetic store (``--n`` 64x64 grz stamps, fake data) and measures in the same run:
+Builds a synthetic store (``--n`` 64x64 grz stamps of fake data, chunk ``--chunk``) and
+measures in the same run, best of ``--rounds`` interleaved rounds (the machine may be shared;
+absolute rates vary, the ratios are what to compare):
 
-* ``zarr_decode_samples_per_s``: sequential ``read_chunk`` of the image of every chunk;
-* ``loader_samples_per_s``: the training :class:`StampStream` (chunk reads + centre mask +
-  normalisation + D4 + shuffle buffer) through a DataLoader with ``--workers`` workers;
-* ``ratio`` = loader / decode (goal >= 0.9);
-* ``model_step_wait_frac``: fraction of a ``resnet_small`` training epoch spent waiting for the
-  next batch.
+* ``raw_decode_samples_per_s``: sequential decode of the ``image`` chunks (array opened once):
+  the bytes any loader has to read and decompress;
+* ``loader_samples_per_s``: the training :class:`StampStream` exactly as the trainer builds it
+  (cached normalisation statistics, centre mask, D4, shuffle buffer 1024, channels-last,
+  persistent forkserver workers) through :func:`make_loader` with one worker, delivered to
+  this process; ``ratio`` = loader / raw decode (goal >= 0.9);
+* ``loader_samples_per_s_by_workers``: the same for each ``--workers`` count, and the speed-up
+  over one worker;
+* ``stats_once_samples_per_s``: computing the statistics cache (once per store, not per epoch);
+  ``loader_no_cache_samples_per_s``: one worker recomputing them every epoch (the old way);
+* ``cpu_us_per_sample``: CPU time per sample (all threads; Linux ``/proc``) of the raw decode,
+  of the one loader worker and of this process receiving its batches, and
+  ``cpu_ratio`` = decode / worker CPU time: the per-sample work, insensitive to other load;
+* ``model_step_wait_frac``: fraction of a ``resnet_small`` training epoch (one worker) spent
+  waiting for the next batch.
 
-Usage: ``python scripts/bench_loader.py --json bench_loader.json [--n 3072] [--workers 1]``
+Usage: ``python scripts/bench_loader.py --json bench_loader.json [--n 3072] [--workers 1 2]``
 """
 
 from __future__ import annotations
@@ -24,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gen5dask.store import chunk_bounds, create_store, finalize_store, read_chunk, write_chunk
+from gen5dask.store import chunk_bounds, create_store, finalize_store, write_chunk
 from gen5dask.store.schema import REQUIRED
 from gen5dask.store.testing import fake_chunk
+from gen5dask.store.zarrstore import quiet_zarr
 from gen5dask.train.augment import TrainTransform
 from gen5dask.train.dataset import (
     StampStream,
@@ -36,6 +48,7 @@ from gen5dask.train.dataset import (
     store_table,
 )
 from gen5dask.train.models import arch_spec, build_model
+from gen5dask.train.normstats import store_norm_stats
 
 
 def make_store(path: Path, n: int, chunk: int) -> None:
@@ -50,46 +63,108 @@ def make_store(path: Path, n: int, chunk: int) -> None:
     finalize_store(path)
 
 
+def raw_decode_rate(path: Path, n: int, chunk: int) -> float:
+    import zarr
+
+    with quiet_zarr():
+        arr = zarr.open_group(str(path), mode="r")["image"]
+        arr[0:chunk]  # warm
+        t0 = time.perf_counter()
+        for a, b in chunk_bounds(n, chunk):
+            arr[a:b]
+        return n / (time.perf_counter() - t0)
+
+
+def stream_for(path: Path, *, cached: bool) -> StampStream:
+    table = store_table(path)
+    sel = selection_from_table(path, table, select_rows(table, splits=["train"]))
+    if cached:
+        sel.stats = store_norm_stats(path, r_outer=16.0)[sel.rows]
+    tt = TrainTransform(seed=1, rotate_flip=True, mask=True)
+    return StampStream([sel], batch_size=128, seed=1, shuffle=True, shuffle_buffer=1024,
+                       transform=tt)
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(loader) -> list[int]:
+    it = getattr(loader.dataloader, "_iterator", None)
+    return [w.pid for w in getattr(it, "_workers", [])]
+
+
+def cpu_per_sample(path: Path, n: int, chunk: int, stream, loader, epoch: int) -> dict:
+    """CPU microseconds per sample: raw decode, loader worker(s), receiving process."""
+    c0 = time.process_time()
+    raw_decode_rate(path, n, chunk)
+    decode = (time.process_time() - c0) / n * 1e6
+    pids = worker_pids(loader)
+    w0 = [proc_cpu_s(p) for p in pids]
+    c0 = time.process_time()
+    stream.set_epoch(epoch)
+    k = sum(len(b["sample"]) for b in loader)
+    main = (time.process_time() - c0) / k * 1e6
+    w1 = [proc_cpu_s(p) for p in pids]
+    if not pids or None in w0 or None in w1:
+        return {"raw_decode": decode, "receiving_process": main}
+    worker = sum(b - a for a, b in zip(w0, w1, strict=True)) / k * 1e6
+    return {"raw_decode": decode, "loader_worker": worker, "receiving_process": main}
+
+
+def epoch_rate(stream: StampStream, loader, epoch: int) -> float:
+    stream.set_epoch(epoch)
+    t0 = time.perf_counter()
+    n = sum(len(b["sample"]) for b in loader)
+    return n / (time.perf_counter() - t0)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", required=True, help="output JSON path")
     p.add_argument("--n", type=int, default=3072, help="stamps in the synthetic store")
     p.add_argument("--chunk", type=int, default=256, help="store chunk size")
-    p.add_argument("--workers", type=int, default=1, help="DataLoader workers")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best is kept)")
     args = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    counts = sorted(set([1, *args.workers]))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.zarr"
         make_store(path, args.n, args.chunk)
-        nchunks = len(chunk_bounds(args.n, args.chunk))
-        read_chunk(path, 0, ["image"])  # warm
         t0 = time.perf_counter()
-        for i in range(nchunks):
-            read_chunk(path, i, ["sample", "image"])
-        decode = args.n / (time.perf_counter() - t0)
-
-        table = store_table(path)
-        sel = selection_from_table(path, table, select_rows(table, splits=["train"]))
-        tt = TrainTransform(seed=1, rotate_flip=True, mask=True)
-        stream = StampStream([sel], batch_size=args.batch, seed=1, shuffle=True,
-                             shuffle_buffer=1024, transform=tt)
-        loader = make_loader(stream, num_workers=args.workers)
-        stream.set_epoch(0)
-        for _ in loader:  # warm-up (numba compile, worker start)
-            pass
-        stream.set_epoch(1)
-        t0 = time.perf_counter()
-        n = sum(len(b["sample"]) for b in loader)
-        loader_rate = n / (time.perf_counter() - t0)
+        store_norm_stats(path, r_outer=16.0)
+        stats_rate = args.n / (time.perf_counter() - t0)
+        streams = {w: stream_for(path, cached=True) for w in counts}
+        loaders = {w: make_loader(streams[w], num_workers=w) for w in counts}
+        slow = stream_for(path, cached=False)
+        slow_loader = make_loader(slow, num_workers=1)
+        for w in counts:  # warm-up: worker start, numba load
+            epoch_rate(streams[w], loaders[w], 0)
+        epoch_rate(slow, slow_loader, 0)
+        decode, rates = [], {w: [] for w in counts}
+        for r in range(args.rounds):
+            decode.append(raw_decode_rate(path, args.n, args.chunk))
+            for w in counts:
+                rates[w].append(epoch_rate(streams[w], loaders[w], r + 1))
+        no_cache = epoch_rate(slow, slow_loader, 1)
+        slow_loader.close()
+        cpu = [cpu_per_sample(path, args.n, args.chunk, streams[1], loaders[1], 20 + r)
+               for r in range(args.rounds)]
+        cpu_us = {k: min(c[k] for c in cpu) for k in cpu[0]}
 
         model = build_model(arch_spec("resnet_small")).to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        stream.set_epoch(2)
-        wait, t0 = 0.0, time.perf_counter()
-        tw = time.perf_counter()
-        n_train = 0
-        for b in loader:
+        s1 = streams[1]
+        s1.set_epoch(50)
+        wait, n_train = 0.0, 0
+        t0 = tw = time.perf_counter()
+        for b in loaders[1]:
             wait += time.perf_counter() - tw
             x = b["image"].contiguous(memory_format=torch.channels_last)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), b["label"])
@@ -99,11 +174,27 @@ def main(argv=None) -> int:
             n_train += len(b["sample"])
             tw = time.perf_counter()
         total = time.perf_counter() - t0
+        for ld in loaders.values():
+            ld.close()
+    best = {w: max(v) for w, v in rates.items()}
+    raw = max(decode)
     out = {
-        "n_samples": args.n, "workers": args.workers, "cpu_count": os.cpu_count(),
-        "loader_samples_per_s": loader_rate, "zarr_decode_samples_per_s": decode,
-        "ratio": loader_rate / decode, "model_step_wait_frac": wait / total,
+        "n_samples": args.n, "chunk": args.chunk, "cpu_count": os.cpu_count(),
+        "rounds": args.rounds,
+        "raw_decode_samples_per_s": raw,
+        "loader_samples_per_s": best[1],
+        "ratio": best[1] / raw,
+        "loader_samples_per_s_by_workers": {str(w): best[w] for w in counts},
+        "speedup_over_one_worker": {str(w): best[w] / best[1] for w in counts},
+        "ratio_by_workers": {str(w): best[w] / raw for w in counts},
+        "stats_once_samples_per_s": stats_rate,
+        "loader_no_cache_samples_per_s": no_cache,
+        "cpu_us_per_sample": cpu_us,
+        "cpu_ratio": (cpu_us["raw_decode"] / cpu_us["loader_worker"]
+                      if "loader_worker" in cpu_us else None),
+        "model_step_wait_frac": wait / total,
         "train_samples_per_s": n_train / total,
+        "all_rounds": {"raw_decode": decode, **{f"workers_{w}": v for w, v in rates.items()}},
     }
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))

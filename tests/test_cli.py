@@ -64,3 +64,23 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "gen5dask", "--version"], capture_output=True, text=True, check=True
     )
     assert "gen5dask" in out.stdout
+
+
+def test_anchors_without_cutouts_says_what_to_run_first(tmp_path, capsys):
+    lst = tmp_path / "my_lenses.csv"
+    lst.write_text("name,ra,dec\nL1,150.1,2.2\n")
+    rc = main(["anchors", "--set", f"output_dir={tmp_path / 'out'}",
+               "--set", f"anchors.catalogs=[{lst}]", "--set", "anchors.reference=none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "cutout store" in err and "does not exist" in err
+    assert "gen5dask simulate" in err and "gen5dask ingest" in err
+
+
+def test_bare_path_means_a_table_source(tmp_path):
+    from gen5dask.config import load_config
+
+    cfg = load_config(None, [f"anchors.catalogs=[{tmp_path / 'a.csv'}, {tmp_path / 'b.fits'}]"])
+    assert [(s.kind, s.path) for s in cfg.anchors.catalogs] == [
+        ("table", str(tmp_path / "a.csv")), ("table", str(tmp_path / "b.fits"))]
+    assert load_config(None, ["anchors.catalogs=list.csv"]).anchors.catalogs[0].path == "list.csv"

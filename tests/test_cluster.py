@@ -58,3 +58,85 @@ def test_cli_job_script(tmp_path, capsys):
     assert "#SBATCH -p debug" in capsys.readouterr().out
     f.write_text("cluster:\n  kind: local\n")
     assert main(["job-script", str(f)]) == 2
+
+
+def test_job_script_renders_without_a_scheduler(monkeypatch):
+    """The rendered script marks the two submit-time values and starts no scheduler."""
+    import distributed
+
+    from gen5dask.cluster import SCHEDULER_PLACEHOLDER, WORKER_NAME_PLACEHOLDER
+
+    def no_scheduler(*a, **k):
+        raise AssertionError("render_job_script started a scheduler")
+
+    monkeypatch.setattr(distributed.Scheduler, "__init__", no_scheduler)
+    cfg = ClusterConfig(kind="slurm", queue="q", cores=2, python="/opt/py/bin/python")
+    text = render_job_script(cfg)
+    line = text.strip().splitlines()[-1]
+    assert line.startswith(f"/opt/py/bin/python -m distributed.cli.dask_worker "
+                           f"{SCHEDULER_PLACEHOLDER} --name {WORKER_NAME_PLACEHOLDER} ")
+    with pytest.raises(ValueError, match="slurm and pbs"):
+        render_job_script(ClusterConfig(kind="local"))
+
+
+class _Status:
+    def __init__(self, name):
+        self.name = name
+
+
+class _Job:
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+
+class _FakeCluster:
+    """What JobKeeper reads of a dask-jobqueue cluster: spec, live jobs, scheduler workers."""
+
+    def __init__(self):
+        self.status = _Status("running")
+        self.worker_spec = {"C-0": {}, "C-1": {}}
+        self.workers = {"C-0": _Job("101"), "C-1": _Job("102")}
+        self.scheduler_info = {"workers": {"tcp://a": {}, "tcp://b": {}}}
+        self.scaled: list[int] = []
+
+    def scale(self, jobs):
+        self.scaled.append(jobs)
+
+
+def test_job_keeper_resubmits_a_forgotten_job(capsys):
+    from gen5dask.cluster import JobKeeper
+
+    c = _FakeCluster()
+    keeper = JobKeeper(c)
+    assert keeper.check() == [] and c.scaled == []  # all jobs alive: nothing to do
+    del c.workers["C-1"]  # dask-jobqueue forgot job 102 (its worker left the scheduler)
+    assert keeper.check() == ["102"] and c.scaled == [2]
+    assert "worker job 102 (C-1) has ended" in capsys.readouterr().err
+    assert keeper.check() == [] and c.scaled == [2]  # reported and resubmitted once
+    c.workers["C-1"] = _Job("103")  # the replacement job
+    del c.worker_spec["C-0"], c.workers["C-0"]  # adaptive scaled down on purpose
+    assert keeper.check() == [] and c.scaled == [2]
+    c.status = _Status("closing")
+    del c.workers["C-1"]
+    assert keeper.check() == []  # never resubmits while closing
+
+
+def test_job_keeper_says_where_to_look_when_no_worker_connects(capsys):
+    from gen5dask.cluster import NO_WORKER_HINT_S, JobKeeper
+
+    now = [0.0]
+    c = _FakeCluster()
+    c.scheduler_info = {"workers": {}}  # jobs submitted, none connected (e.g. a wrong python)
+    keeper = JobKeeper(c, clock=lambda: now[0])
+    keeper.check()
+    assert capsys.readouterr().err == ""
+    now[0] = NO_WORKER_HINT_S + 1
+    keeper.check()
+    keeper.check()
+    err = capsys.readouterr().err
+    assert err.count("no worker has connected") == 1 and "101, 102" in err and "slurm-" in err
+    c.workers = {}  # the submit command failed: no job at all
+    keeper = JobKeeper(c, clock=lambda: now[0])
+    now[0] = 2 * NO_WORKER_HINT_S + 2
+    keeper.check()
+    assert "the submit command (sbatch/qsub) failed" in capsys.readouterr().err

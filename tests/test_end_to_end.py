@@ -85,7 +85,9 @@ def test_metrics_recompute_from_scores_tables(tiny_run):
 def test_rerun_skips_every_stage(tiny_run, capsys):
     assert main(["run", str(tiny_run)]) == 0
     err = capsys.readouterr().err
-    assert err.count("up to date, skipped") == 9
+    from gen5dask.stages.run import plan_for
+
+    assert err.count("up to date, skipped") == len(plan_for(load_config(tiny_run)))
 
 
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
@@ -110,3 +112,39 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
         assert im.size == (1200, 2400)
         colours = im.convert("RGB").resize((60, 120)).getcolors(maxcolors=100000)
     assert len(colours) > 50  # a rendered page with tables and figures, not a blank canvas
+
+
+def test_every_store_opens_with_plain_xarray_without_warnings(tiny_run):
+    """A Pangeo user's read: plain ``xr.open_zarr`` on every store the run wrote, no toolkit
+    reader, no warning; ``band`` is a coordinate and string variables are strings."""
+    import warnings
+    from pathlib import Path
+
+    import xarray as xr
+
+    cfg = load_config(tiny_run)
+    out = Path(cfg.output_dir)
+    stores = sorted(p for p in out.rglob("*.zarr") if p.is_dir() and not any(
+        part.endswith(".zarr") for part in p.relative_to(out).parts[:-1]))
+    assert {cfg.layout.survey, cfg.layout.anchors, cfg.layout.hardneg, cfg.layout.train} <= set(
+        stores)
+    assert any(p.parent.name == "scores" for p in stores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in stores:
+            ds = xr.open_zarr(path)
+            assert "kind" in ds, path
+            kinds = set(ds.kind.values.tolist())
+            assert kinds and all(isinstance(k, str) for k in kinds), path
+            first = next(iter(kinds))
+            assert int((ds.kind == first).sum()) >= 1
+            if "image" in ds:  # a contract store
+                assert ds.band.values.tolist() == list(cfg.bands)
+                r = ds.image.sel(band="r").isel(sample=0).values
+                assert r.shape == (cfg.stamp_size, cfg.stamp_size)
+                assert {"ra", "dec"} <= set(ds.coords) and "sample" in ds.indexes
+                assert ds.image.attrs["units"] == "nanomaggy" and ds.ra.attrs["units"] == "deg"
+                assert all(isinstance(s, str) for s in ds.brickname.values[:3].tolist())
+                assert set(ds.split.values.tolist()) <= {"", "train", "val", "test"}
+    train = xr.open_zarr(cfg.layout.train)
+    assert int((train.kind == "injection").sum()) > 0

@@ -80,7 +80,7 @@ def assert_identical(got: Path, ref: Path) -> None:
 
 
 def _markers(store: Path) -> dict[str, int]:
-    d = store / "_gen5dask" / "done"
+    d = store / "_gen5dask" / "done" / "c"  # one Zarr chunk file per completed store chunk
     if not d.is_dir():
         return {}
     out = {}

@@ -30,7 +30,7 @@ def test_anchor_coordinates(tmp_path):
     acc = tmp_path / "anchors.csv"
     rej = tmp_path / "anchors_rejected.csv"
     g = G.anchor_coordinates_gate(acc, rej, max_sep_arcsec=1.0)
-    assert g["passed"] is None and g["blocking"] is False
+    assert g["passed"] is False and g["blocking"] is True and "not evaluated" in g["detail"]
     pd.DataFrame({"id": [1, 2, 3], "match_sep_arcsec": [0.1, 0.3, 0.2],
                   "centre_source": [True, True, True]}).to_csv(acc, index=False)
     pd.DataFrame({"id": [4], "reason": ["off target"]}).to_csv(rej, index=False)
@@ -109,7 +109,8 @@ def test_numeric_gates():
     ok = G.core_only_gate({"calibrated": {"auc": 0.55}, "uncalibrated": {"auc": 0.99}},
                           mode="calibrated", max_auc=0.75)
     assert ok["passed"] and ok["detail"]["by_mode"]["uncalibrated"]["auc"] == 0.99
-    assert G.core_only_gate({}, mode="calibrated", max_auc=0.75)["passed"] is None
+    empty = G.core_only_gate({}, mode="calibrated", max_auc=0.75)  # cannot be evaluated: fails
+    assert empty["passed"] is False and empty["blocking"] and "not evaluated" in empty["detail"]
     leak = G.leakage_gate({"psfsize_r": 0.93, "ra": 0.51, "host_mag_r": None}, max_dev=0.1)
     assert leak["passed"] is False and list(leak["detail"]["flagged"]) == ["psfsize_r"]
     assert G.leakage_gate({"ra": 0.45}, max_dev=0.1)["passed"] is True
@@ -144,7 +145,7 @@ def test_gate_records_and_blocking(tmp_path):
     gates = [G.gate("null_injection", False, value=3), G.gate("finite_pixels", True),
              G.not_evaluated("anchor_coordinates", "missing"),
              G.gate("metadata_leakage", False)]
-    gates = G.apply_blocking(gates, ["metadata_leakage"])
+    gates = G.apply_blocking(gates, ["metadata_leakage", "anchor_coordinates"])
     assert G.blocking_failures(gates) == ["null_injection"]
     assert G.blocking_failures(gates, ["null_injection"]) == []
     cfg = config_from_dict({"output_dir": str(tmp_path)})
@@ -164,3 +165,13 @@ def test_gate_records_and_blocking(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="list of gates"):
         G.load_gates(tmp_path / "x.json")
+
+
+def test_a_gate_that_cannot_be_evaluated_is_a_blocking_failure_with_a_reason(tmp_path):
+    g = G.not_evaluated("loader_once_per_epoch", "gen5dask.train.dataset: boom")
+    assert g["passed"] is False and g["blocking"] is True and "boom" in g["detail"]
+    assert G.blocking_failures([g]) == ["loader_once_per_epoch"]
+    with pytest.raises(ValueError, match="True or False"):
+        G.gate("finite_pixels", None)
+    missing = G.anchor_coordinates_gate(tmp_path / "nope.csv", max_sep_arcsec=2.0)
+    assert missing["passed"] is False and "not found" in missing["detail"]

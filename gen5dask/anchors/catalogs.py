@@ -1,4 +1,7 @@
-"""Read anchor catalogues (lenscat's packaged file, user tables) into one normal form.
+"""Read anchor catalogues (the lenscat catalogue, user tables) into one normal form.
+
+The lenscat catalogue ships with gen5dask (``gen5dask/data``, MIT licence); an installed
+``lenscat`` package can supply a newer one (``copy="package"``).
 
 The normal form is a DataFrame with columns ``id`` (int64, -1 if none), ``name``, ``ra``,
 ``dec`` (deg), ``grade``, ``theta_e`` (arcsec), ``z_lens``, ``z_source``, ``ref``, ``source``.
@@ -14,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gen5dask.data import lenscat_csv, lenscat_info
+from gen5dask.store.catalogs import PARQUET_SUFFIXES, require_parquet_engine
+
 NORMAL_COLUMNS = (
     "id",
     "name",
@@ -28,12 +34,30 @@ NORMAL_COLUMNS = (
 )
 
 
-def lenscat_path() -> Path:
-    """Path of the catalogue CSV shipped inside the ``lenscat`` package (without importing it:
-    ``import lenscat`` pulls in ligo.skymap and takes seconds)."""
+def bundled_lenscat_info() -> dict:
+    """Version, licence and checksum of the bundled lenscat catalogue (``lenscat_catalog.json``)."""
+    return lenscat_info()
+
+
+def lenscat_path(copy: str = "bundled") -> Path:
+    """Path of the lenscat catalogue CSV.
+
+    ``copy="bundled"`` (default): the copy shipped with gen5dask (lenscat 1.1.3, MIT licence;
+    no extra dependency). ``copy="package"``: the CSV inside an installed ``lenscat`` package
+    (``pip install 'gen5dask[catalogs]'``), found without importing it (``import lenscat``
+    pulls in ligo.skymap and takes seconds) -- the way to use a newer catalogue.
+    """
+    if copy == "bundled":
+        return lenscat_csv()
+    if copy != "package":
+        msg = f"lenscat copy must be 'bundled' or 'package', got {copy!r}"
+        raise ValueError(msg)
     spec = importlib.util.find_spec("lenscat")
     if spec is None or not spec.submodule_search_locations:
-        msg = "the lenscat package is not installed: pip install 'gen5dask[catalogs]'"
+        msg = (
+            "the lenscat package is not installed: pip install 'gen5dask[catalogs]', or use the "
+            "bundled catalogue (lenscat_copy: bundled)"
+        )
         raise FileNotFoundError(msg)
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "catalog.csv"
     if not path.exists():
@@ -62,9 +86,14 @@ def read_lenscat(
     ref_include=(),
     ref_exclude=("Lopes et al. (2004)",),
     path: str | Path | None = None,
+    copy: str = "bundled",
 ) -> pd.DataFrame:
-    """lenscat's catalogue in normal form, filtered by grading, type and reference."""
-    raw = pd.read_csv(path or lenscat_path())
+    """lenscat's catalogue in normal form, filtered by grading, type and reference.
+
+    ``path`` overrides the file; otherwise ``copy`` picks the bundled copy or the installed
+    lenscat package's (:func:`lenscat_path`).
+    """
+    raw = pd.read_csv(path or lenscat_path(copy))
     keep = raw["grading"].isin(list(gradings)) & raw["type"].isin(list(types))
     refs = raw["ref"].fillna("").astype(str)
     if ref_include:
@@ -98,6 +127,9 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, *, sourc
         raise FileNotFoundError(msg)
     if path.suffix.lower() == ".csv":
         df = pd.read_csv(path)
+    elif path.name.lower().endswith(PARQUET_SUFFIXES):
+        require_parquet_engine(path)
+        df = Table.read(path, format="parquet").to_pandas()
     else:
         df = Table.read(path).to_pandas()
     cols = {k: k for k in NORMAL_COLUMNS}
@@ -216,6 +248,7 @@ def assign_tier(origin: str, grade: str) -> str:
 
 __all__ = [
     "assign_tier",
+    "bundled_lenscat_info",
     "classify_origin",
     "crossmatch",
     "lenscat_path",

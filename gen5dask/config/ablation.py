@@ -19,8 +19,13 @@ class ArmConfig(Section):
     calibrated to the Tier-A arc_snr target ("calibrated")."""
     hard_negatives: bool
     """Whether hard negatives (training slice) are mixed into the training set."""
-    center_mask: bool
-    """Whether the centre-mask augmentation (DESIGN §4) is applied during training."""
+    center_mask: bool | Literal["decision"]
+    """Whether the centre-mask augmentation (DESIGN §4; radius law and probability from
+    ``train.center_mask_*``) is applied during training. ``"decision"``: the outcome of the
+    centre-masked ablation decides — the arm is trained after the other arms are evaluated and
+    keeps the mask only on the branch "Anchors improve, synthetic stable" (the mask helped real
+    lenses without costing the injections); the plan carries only the ablation's *insights*
+    into Gen5'. Resolved by the ``ablation`` stage and recorded in ``metrics.json``."""
 
 
 class DecisionConfig(Section):
@@ -73,7 +78,7 @@ def _default_arms() -> list[ArmConfig]:
         ArmConfig(name="masked", brightness="uncalibrated", hard_negatives=False,
                   center_mask=True),
         ArmConfig(name="remediated", brightness="calibrated", hard_negatives=True,
-                  center_mask=True),
+                  center_mask="decision"),
     ]
 
 
@@ -91,5 +96,11 @@ class AblationConfig(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             msg = f"ablation.arms: duplicate arm names {dup}"
+            raise ValueError(msg)
+        deciders = {self.decision.baseline_arm, self.decision.masked_arm}
+        bad = [a.name for a in self.arms if a.center_mask == "decision" and a.name in deciders]
+        if bad:
+            msg = (f"ablation.arms: {bad} decide the centre-mask branch and cannot themselves "
+                   "have center_mask: decision")
             raise ValueError(msg)
         return self

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gen5dask.config.base import Section
 
 
 class AnchorSource(Section):
-    """One anchor catalogue: the lenscat package catalogue or a user CSV/FITS list."""
+    """One anchor catalogue: the lenscat catalogue or a user CSV/FITS/Parquet list."""
 
     kind: Literal["lenscat", "table"] = "table"
-    """``lenscat``: the packaged catalogue of the PyPI ``lenscat`` package; ``table``: ``path``."""
+    """``lenscat``: the lenscat catalogue (see ``lenscat_copy``); ``table``: the file ``path``."""
+    lenscat_copy: Literal["bundled", "package"] = "bundled"
+    """lenscat: ``bundled`` = the copy shipped with gen5dask (lenscat 1.1.3, MIT); ``package`` =
+    the newer CSV of an installed ``lenscat`` package (``pip install 'gen5dask[catalogs]'``)."""
     name: str = ""
     """Label recorded in provenance (default: the file name or ``lenscat``)."""
     path: str | None = None
@@ -42,9 +45,11 @@ class AnchorsConfig(Section):
             AnchorSource(kind="table", name="mock-list", path="{output_dir}/mock/anchor_list.csv")
         ]
     )
-    """Anchor sources, merged and de-duplicated by sky cross-match."""
+    """Anchor sources, merged and de-duplicated by sky cross-match. A bare path (``[list.csv]``
+    or ``--set anchors.catalogs=[list.csv]``) means ``{kind: table, path: list.csv}``."""
     reference: str = "lenscat"
-    """Reference catalogue for coordinate validation: ``lenscat``, ``none`` or a table path."""
+    """Reference catalogue for coordinate validation: ``lenscat`` (the bundled copy),
+    ``lenscat-package`` (an installed lenscat package's copy), ``none`` or a table path."""
     tolerance_arcsec: float = Field(2.0, gt=0)
     """Maximum separation from the reference entry and for de-duplication, arcsec."""
     cutouts: str | None = None
@@ -84,3 +89,13 @@ class AnchorsConfig(Section):
     """Cross-survey searches (SuGOHI, DES, ...) kept apart as tier ``secondary``."""
     visual_grades: str | None = None
     """CSV exported from the ``inspect`` gallery (name, grade in A/B/C/not_a_lens)."""
+
+    @field_validator("catalogs", mode="before")
+    @classmethod
+    def _bare_paths_are_tables(cls, value):
+        """``path`` or ``[path, {...}]``: a bare string is a table source with that path."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [{"kind": "table", "path": v} if isinstance(v, str) else v for v in value]
+        return value

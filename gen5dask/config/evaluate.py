@@ -67,6 +67,19 @@ class EvaluateConfig(Section):
     """Scores below this count as saturated low."""
     bins: CompletenessBins = Field(default_factory=CompletenessBins)
     """Selection-function and stratified-AUC bin edges."""
+    bright_arc_snr: float = Field(8.0, ge=0.0)
+    """``auc_arc_snr_ge`` is the AUC of held-out injections with integrated ``arc_snr`` at or
+    above this against the evaluation negatives (the "clearly visible" arcs)."""
+    reweight_quantity: Literal["arc_snr", "snr_opt", "theta_e"] = "arc_snr"
+    """Quantity whose Tier-A distribution the held-out injection recall is reweighted to (the
+    closed-loop comparison with the Tier-A recall)."""
+    reweight_n_bins: int = Field(8, ge=1)
+    """Tier-A quantile bins of that reweighting."""
+    realism_probe: bool = True
+    """Run the realism probe (logistic regression on the network's penultimate embeddings, Tier-A
+    anchors vs held-out calibrated injections) when the scores store carries embeddings."""
+    realism_folds: int = Field(5, ge=2)
+    """Outer cross-validation folds of the realism probe."""
 
     @field_validator("fprs")
     @classmethod

@@ -31,3 +31,10 @@ class ScoreConfig(Section):
     """Subset of arm names to score (None: every arm of ``ablation.arms`` with a model file)."""
     torch_threads: int | None = Field(None, ge=1)
     """torch threads of the ``local`` backend (None: the machine's cores)."""
+    embeddings: bool = True
+    """Also write each scored row's penultimate-layer features (the model's pooled image
+    features, ``LensResNet.embed``; 96 floats per row for ``resnet_small``, 512 for
+    ``resnet18``) as variable ``embedding`` (dims ``row, feature``, float32) of the scores
+    table, for the realism probe; read them with ``gen5dask.train.scoring.read_embeddings``.
+    Costs 4 bytes x features per row in memory and on disk (turn off at catalogue scale if
+    the probe is not needed)."""

@@ -100,6 +100,15 @@ class SimulateConfig(Section):
     """Minimum distance of a neighbour from the stamp centre, arcsec."""
 
     # --- anchors -----------------------------------------------------------------------------
+    anchor_model: Literal["survey", "injection"] = "survey"
+    """Generative model of the anchors' lens and source. ``survey``: the mock survey's own laws
+    (``anchor_theta_e``, ``lens_q``, ``src_*`` below; lens axis aligned with the deflector).
+    ``injection``: exactly the model of the injections -- the ``inject`` section's parameter
+    laws, source model (Sersic or real galaxy), colour law, renderer (Moffat ``inject.psf_beta``
+    from the stamp's psfsize, ``inject.supersample``) and amplitude policy -- with the target
+    arc_snr drawn from ``arc_snr_bins``/``arc_snr_fractions``; draws keyed by (seed,
+    "simulate.anchor_lens", sample id). Used by the closed-loop check, where anchors and
+    calibrated injections must share one model (no realism gap)."""
     anchor_positions: Literal["footprint", "lenscat"] = "footprint"
     """``footprint``: anchors uniform inside the footprint; ``lenscat``: sky positions of the
     DESI-native confident lenses of the packaged ``lenscat`` catalogue (falls back to the

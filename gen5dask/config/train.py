@@ -71,14 +71,36 @@ class TrainConfig(Section):
     the model file. Listed in provenance so the leakage audit sees them."""
     shuffle_buffer: int = Field(1024, ge=0)
     """In-memory shuffle buffer of the streaming loader, samples (per loader worker)."""
-    num_workers: int = Field(0, ge=0)
-    """DataLoader worker processes (0: load in the training process)."""
+    num_workers: int = Field(1, ge=0)
+    """Loader worker processes per rank (0: load in the training process, which then waits
+    for every batch). Workers are persistent and each decodes, masks, normalises and rotates
+    whole store chunks; one keeps a CPU model fed (``scripts/bench_loader.py``), add more to
+    feed a GPU (they scale ~linearly up to the free cores)."""
+    loader_start_method: Literal["forkserver", "spawn"] = "forkserver"
+    """How loader workers start: ``forkserver`` (fast; forks from a clean server process, never
+    from the training process, whose zarr event loop or Dask client would deadlock a fork) or
+    ``spawn`` (fresh interpreters; ``forkserver`` falls back to it where unavailable)."""
+    norm_stats_cache: bool = True
+    """Compute the per-sample normalisation statistics (outer-region median and MAD per band)
+    once per store and keep them in ``models/norm_stats/`` instead of recomputing them every
+    epoch; the network input is bit-identical either way."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device (``auto``: cuda if available)."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    """Mixed precision on CUDA (autocast; ``fp16`` also uses a GradScaler); CPU is always fp32."""
+    """Mixed precision on CUDA (autocast; ``fp16`` also uses a GradScaler). CPU trains in fp32
+    unless ``cpu_bf16``."""
+    cpu_bf16: bool = False
+    """bf16 autocast on CPU. Only faster on CPUs with native bf16 (AVX512-BF16 or AMX); on the
+    AVX2 development machine it was slower (``scripts/bench_train.py``), hence off."""
+    channels_last: bool = True
+    """Channels-last memory layout for the images and the model (faster convolutions on CPU
+    and on tensor-core GPUs; the loader writes this layout directly)."""
+    compile: bool = False
+    """``torch.compile`` the model for training (inductor; needs a C++ compiler on CPU). The
+    first epoch pays the compile time; measured by ``scripts/bench_train.py``."""
     torch_threads: int | None = Field(None, ge=1)
-    """torch intra-op threads for training (None: the machine's cores)."""
+    """torch intra-op threads for training (None: the machine's cores; loader workers use one
+    thread each and mostly wait on the model)."""
     deterministic: bool = True
     """Seed everything and ask torch for deterministic algorithms (warn-only where missing)."""
     progress: bool = True

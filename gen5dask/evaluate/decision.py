@@ -24,7 +24,9 @@ __all__ = [
     "BRANCH_PROCEED",
     "BRANCH_UNDETERMINED",
     "decide",
+    "final_arm_mask",
     "recall_band",
+    "resolve_arms",
     "success_criteria",
 ]
 
@@ -134,6 +136,44 @@ def success_criteria(final: dict | None, cfg: DecisionConfig, *, branch: str) ->
                 "passed": None if n is None else n >= cfg.min_anchors, "value": n,
                 "threshold": cfg.min_anchors, "detail": "paper-defensible sample size"})
     return out
+
+
+def final_arm_mask(decision: dict) -> tuple[bool | None, str]:
+    """Whether an arm with ``center_mask: "decision"`` keeps the centre mask.
+
+    The mask is carried into Gen5' only on :data:`BRANCH_PROCEED` ("Anchors improve, synthetic
+    stable": masking the centre helped the real lenses and cost the injections nothing). On
+    "center-only" the network needs the centre (masking collapses the injections); on
+    "calibration" masking did not help the anchors; neither is a reason to mask. ``None`` when the
+    branch is undetermined (the caller decides what to do, and says so).
+    """
+    branch = decision.get("branch")
+    if branch == BRANCH_PROCEED:
+        return True, f"branch {branch!r}: the final arm keeps the centre mask"
+    if branch in (BRANCH_CENTER_ONLY, BRANCH_CALIBRATION):
+        return False, f"branch {branch!r}: the final arm trains without the centre mask"
+    return None, f"branch {branch!r}: centre-mask ablation undetermined"
+
+
+def resolve_arms(arms, decision: dict) -> tuple[list, dict]:
+    """Arms with every ``center_mask: "decision"`` replaced by the value the decision gives.
+
+    An undetermined branch resolves to no mask (the Gen5 default), recorded as such. Returns the
+    new arm list and ``{arm: {"center_mask", "reason"}}`` for the resolved arms.
+    """
+    keep, reason = final_arm_mask(decision)
+    out, why = [], {}
+    for arm in arms:
+        if arm.center_mask == "decision":
+            value = bool(keep)
+            if keep is None:
+                reason_a = reason + "; trained without the centre mask"
+            else:
+                reason_a = reason
+            why[arm.name] = {"center_mask": value, "reason": reason_a}
+            arm = arm.model_copy(update={"center_mask": value})
+        out.append(arm)
+    return out, why
 
 
 def decide(metrics_by_arm: dict, config: DecisionConfig | AblationConfig | None = None) -> dict:

@@ -23,6 +23,13 @@ import pandas as pd
 from scipy import stats as _st
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from gen5dask.evaluate.limits import (
+    limit_recall,
+    matched_filter_recall,
+    reweight_bins,
+    reweighted_recall,
+    reweighted_recall_bootstrap_ci,
+)
 from gen5dask.evaluate.selection import completeness_1d, completeness_2d, edges_to_json
 from gen5dask.evaluate.stats import (
     bootstrap_ci,
@@ -56,7 +63,7 @@ _REQUIRED = ("sample", "score", "label", "kind", "split")
 _OPTIONAL_DEFAULTS = {
     "store": "", "region": -1, "tier": "", "subtype": "", "inject_mode": "", "eval_only": 0,
     "theta_e": np.nan, "psfsize_r": np.nan, "psfdepth_r": np.nan, "arc_snr": np.nan,
-    "host_sample": -1,
+    "host_sample": -1, "snr_opt": np.nan,
 }
 _HIST_BINS = 50
 
@@ -231,7 +238,7 @@ def validate_scores(df: pd.DataFrame) -> pd.DataFrame:
 
     Required columns: ``sample, score, label, kind, split``. Optional (defaults): ``store ""``,
     ``region -1``, ``tier ""``, ``subtype ""``, ``inject_mode ""``, ``eval_only 0``,
-    ``theta_e, psfsize_r, psfdepth_r, arc_snr`` NaN, ``host_sample -1``.
+    ``theta_e, psfsize_r, psfdepth_r, arc_snr, snr_opt`` NaN, ``host_sample -1``.
 
     Raises
     ------
@@ -381,6 +388,17 @@ def _stratified_auc(neg: np.ndarray, pos: np.ndarray, values: np.ndarray,
     return out
 
 
+def _binned_mean(x: np.ndarray, y: np.ndarray, edges: Sequence[float]) -> list[float | None]:
+    """Mean of finite ``y`` in half-open bins of ``x`` (None for a bin without values)."""
+    e = np.asarray(edges, dtype=np.float64)
+    idx = np.searchsorted(e, x, side="right") - 1
+    ok = (idx >= 0) & (idx < e.size - 1) & np.isfinite(x) & np.isfinite(y)
+    nb = e.size - 1
+    n = np.bincount(idx[ok], minlength=nb)
+    tot = np.bincount(idx[ok], weights=y[ok], minlength=nb)
+    return [float(t / c) if c else None for t, c in zip(tot, n, strict=True)]
+
+
 def _score_hist(groups: dict[str, np.ndarray]) -> dict:
     edges = np.linspace(0.0, 1.0, _HIST_BINS + 1)
     return {"edges": edges.tolist(),
@@ -397,6 +415,9 @@ def arm_metrics_kwargs(config, *, seed: int) -> dict:
         "spearman_tiers": tuple(config.spearman_tiers), "ring_threshold": config.ring_threshold,
         "saturation_high": config.saturation_high, "saturation_low": config.saturation_low,
         "bins": config.bins.model_dump(),
+        "bright_arc_snr": config.bright_arc_snr,
+        "reweight_quantity": config.reweight_quantity,
+        "reweight_n_bins": config.reweight_n_bins,
     }
 
 
@@ -421,6 +442,9 @@ def compute_arm_metrics(
     saturation_high: float = 0.999,
     saturation_low: float = 0.001,
     bins: dict | None = None,
+    bright_arc_snr: float = 8.0,
+    reweight_quantity: str = "arc_snr",
+    reweight_n_bins: int = 8,
 ) -> dict:
     """All metrics of one arm, JSON-serialisable (undefined values are ``None``, never NaN).
 
@@ -449,6 +473,13 @@ def compute_arm_metrics(
         Saturation thresholds.
     bins : dict, optional
         Edges ``{"theta_e_over_psf", "arc_snr", "psfdepth_r"}`` (defaults as ``EvaluateConfig``).
+    bright_arc_snr : float
+        ``auc_arc_snr_ge`` is the AUC of held-out injections with ``arc_snr >=`` this.
+    reweight_quantity : {"arc_snr", "snr_opt", "theta_e"}
+        Quantity whose Tier-A distribution the injection recall is reweighted to
+        (``injection_recall_reweighted_to_tier_a_at_fpr_A``).
+    reweight_n_bins : int
+        Number of Tier-A quantile bins of that reweighting.
 
     Returns
     -------
@@ -460,7 +491,13 @@ def compute_arm_metrics(
         ``tier_a_recall_at_fpr_A`` (+ intervals), ``tier_a_n``, ``stress_recall_at_fpr_A``,
         ``stress_n``, ``ring_n``, ``ring_median_score``, ``ring_frac_above_<t>`` (+ Wilson),
         ``spearman_score_vs_thetae_over_psf`` (+ ``_ci``, ``_n``), ``completeness``,
-        ``stratified_auc``, ``saturation``, ``roc``, ``score_hist``, ``definitions``.
+        ``stratified_auc``, ``saturation``, ``roc``, ``score_hist``, ``definitions``;
+        the physical limits ``limit_recall_at_fpr_A``, ``tier_a_limit_recall_at_fpr_A``,
+        ``stress_limit_recall_at_fpr_A`` (mean matched-filter recall, see
+        :mod:`gen5dask.evaluate.limits`; None without ``snr_opt``) with ``_n`` counts and the
+        ratios ``recall_over_limit_at_fpr_A``, ``tier_a_recall_over_limit_at_fpr_A``;
+        ``injection_recall_reweighted_to_tier_a_at_fpr_A`` (+ ``_bootstrap``, ``_coverage``);
+        ``auc_arc_snr_ge`` (+ ``_bootstrap``, ``_n``, ``bright_arc_snr``).
     """
     d = validate_scores(df)
     if not fprs:
@@ -507,6 +544,16 @@ def compute_arm_metrics(
             recall_at_fpr_bootstrap_ci(neg, p, n_boot=n_boot, seed=seed, conf=conf, name=name,
                                        **kw))
 
+    if reweight_quantity not in ("arc_snr", "snr_opt", "theta_e"):
+        msg = f"compute_arm_metrics: reweight_quantity {reweight_quantity!r} not supported"
+        raise ValueError(msg)
+    rw_pos = inj[reweight_quantity].to_numpy(np.float64)
+    rw_target = tier_a[reweight_quantity].to_numpy(np.float64)
+    rw_edges = reweight_bins(rw_target, reweight_n_bins)
+    m["reweight"] = {"quantity": reweight_quantity,
+                     "edges": edges_to_json(rw_edges),
+                     "n_target_with_value": int(np.isfinite(rw_target).sum())}
+    populations = {"": inj, "tier_a_": tier_a, "stress_": stress}
     for fpr in fprs:
         tag = fpr_tag(fpr)
         op = operating_point(neg, fpr)
@@ -516,6 +563,21 @@ def compute_arm_metrics(
         _recall("", pos, op, tag, fpr=fpr)
         _recall("tier_a_", sa, op, tag, fpr=fpr)
         _recall("stress_", ss, op, tag, fpr=fpr)
+        for prefix, rows in populations.items():
+            lim, n_lim, _ = limit_recall(rows["snr_opt"].to_numpy(np.float64), fpr)
+            m[f"{prefix}limit_recall_at_fpr_{tag}"] = lim
+            m[f"{prefix}limit_recall_at_fpr_{tag}_n"] = n_lim
+            rec = m[f"{prefix}recall_at_fpr_{tag}"]
+            m[f"{prefix}recall_over_limit_at_fpr_{tag}"] = (
+                rec / lim if rec is not None and lim else None)
+        if np.isfinite(rw_target).any():
+            rw = reweighted_recall(pos, rw_pos, rw_target, op["threshold"], rw_edges)
+            name = f"injection_recall_reweighted_to_tier_a_at_fpr_{tag}"
+            m[name] = rw["recall"]
+            m[f"{name}_coverage"] = rw["coverage"]
+            m[f"{name}_bootstrap"] = list(reweighted_recall_bootstrap_ci(
+                neg, pos, rw_pos, rw_target, op["k"], rw_edges, n_boot=n_boot, seed=seed,
+                conf=conf, name=name))
     for key, kfp in (("tpr0", 0), ("tpr10", int(tpr_n_false_positives))):
         op = operating_point_k(neg, kfp)
         m[f"threshold_{key}"] = op["threshold"]
@@ -567,6 +629,15 @@ def compute_arm_metrics(
             te_psf, depth, passed, b["theta_e_over_psf"], b["psfdepth_r"], conf=conf,
             x_name="theta_e_over_psf", y_name="psfdepth_r"),
     }
+    lim_each = matched_filter_recall(inj["snr_opt"].to_numpy(np.float64), float(fprs[0]))
+    for axis, values in (("theta_e_over_psf", te_psf), ("arc_snr", snr), ("psfdepth_r", depth)):
+        m["completeness"][axis]["limit"] = _binned_mean(values, lim_each, b[axis])
+    bright = snr >= bright_arc_snr
+    m["bright_arc_snr"] = float(bright_arc_snr)
+    m["auc_arc_snr_ge"] = auc(neg, pos[bright])
+    m["auc_arc_snr_ge_n"] = int(bright.sum())
+    m["auc_arc_snr_ge_bootstrap"] = list(auc_bootstrap_ci(
+        neg, pos[bright], n_boot=n_boot, seed=seed, conf=conf, name="auc_arc_snr_ge"))
     m["stratified_auc"] = {
         "arc_snr": _stratified_auc(neg, pos, snr, b["arc_snr"]),
         "theta_e_over_psf": _stratified_auc(neg, pos, te_psf, b["theta_e_over_psf"]),
@@ -591,6 +662,11 @@ def compute_arm_metrics(
         "operating_point": "k=floor(fpr*N); called a lens when score > (k+1)-th highest "
                            "negative score (the threshold)",
         "tpr10": f"recall at the threshold leaving <= {tpr_n_false_positives} negatives above",
+        "limit": "matched-filter recall Phi(snr_opt - Phi^-1(1 - fpr)), snr_opt = "
+                 "sqrt(sum_bands sum_pixels arc^2 invvar) over good pixels, averaged over the "
+                 "population (samples without a truth arc left out)",
+        "reweighted": f"held-out injection recall with Tier-A fractions per Tier-A quantile bin "
+                      f"of {reweight_quantity} ({reweight_n_bins} bins)",
         "bootstrap": f"percentile, {n_boot} replicates, seed {seed}, negatives and positives "
                      "resampled independently",
     }

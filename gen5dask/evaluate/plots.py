@@ -8,7 +8,6 @@ workers and in threads). Every function takes the JSON-ready dicts of :mod:`metr
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,9 +21,9 @@ __all__ = [
     "calibration_png",
     "completeness_1d_png",
     "completeness_2d_png",
-    "read_jsonl",
     "roc_png",
     "score_hist_png",
+    "realism_png",
     "training_curves_png",
 ]
 
@@ -125,7 +124,8 @@ def completeness_1d_png(curves: Mapping[str, dict], *, title: str = "completenes
     ----------
     curves : mapping
         ``{label: completeness_1d(...) dict}`` — e.g. the ``theta_e_over_psf``, ``arc_snr`` and
-        ``psfdepth_r`` entries of ``metrics["completeness"]``.
+        ``psfdepth_r`` entries of ``metrics["completeness"]``; a ``limit`` list (mean
+        matched-filter recall per bin) is drawn dashed beside the measured completeness.
     """
     items = list(curves.items())
     fig, axes = _new(4.0 * max(len(items), 1), 3.6, max(len(items), 1))
@@ -136,7 +136,11 @@ def completeness_1d_png(curves: Mapping[str, dict], *, title: str = "completenes
         lo = np.array([np.nan if v is None else v for v in c["lo"]], float)
         hi = np.array([np.nan if v is None else v for v in c["hi"]], float)
         yerr = np.clip([comp - lo, hi - comp], 0.0, None)  # guard rounding at p = 0 or 1
-        ax.errorbar(x, comp, yerr=yerr, fmt="o-", capsize=3)
+        ax.errorbar(x, comp, yerr=yerr, fmt="o-", capsize=3, label="measured")
+        if c.get("limit") is not None:
+            lim = np.array([np.nan if v is None else v for v in c["limit"]], float)
+            ax.plot(x, lim, "k--", marker="_", label="matched-filter limit")
+            ax.legend(fontsize=7, loc="lower right")
         ticks = [f"{lab}\nn={n}" for lab, n in zip(labels, c["n"], strict=True)]
         ax.set_xticks(x, ticks, rotation=30, fontsize=7)
         ax.set_ylim(0, 1.05)
@@ -170,30 +174,6 @@ def completeness_2d_png(cmap: dict, *, title: str | None = None,
     ax.set_title(title or f"completeness: {cmap['x']} x {cmap['y']}", fontsize=9)
     fig.colorbar(im, ax=ax, label="completeness")
     return _png(fig, path, dpi)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines file (blank lines skipped).
-
-    Raises
-    ------
-    ValueError
-        A line that is not a JSON object (names the file and line number).
-    """
-    out = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            msg = f"{path}:{i}: not valid JSON ({exc.msg})"
-            raise ValueError(msg) from exc
-        if not isinstance(rec, dict):
-            msg = f"{path}:{i}: expected a JSON object, got {type(rec).__name__}"
-            raise ValueError(msg)
-        out.append(rec)
-    return out
 
 
 def training_curves_png(records: Sequence[dict], *, title: str = "training",
@@ -278,4 +258,26 @@ def brightness_png(populations: Mapping[str, Sequence[float]], *,
     ax.set_xlabel(quantity)
     ax.set_ylabel("density")
     ax.set_title("brightness populations (dashed: medians)")
+    return _png(fig, path, dpi)
+
+
+def realism_png(probes: Mapping[str, dict | None], *, path: str | Path | None = None,
+                dpi: int = _DPI) -> bytes:
+    """One panel per arm: the two leading principal components of the standardised embeddings,
+    Tier-A anchors over held-out calibrated injections, with the probe's cross-validated AUC."""
+    items = [(a, p) for a, p in probes.items() if p and p.get("pca2")]
+    fig, axes = _new(3.8 * max(len(items), 1), 3.6, max(len(items), 1))
+    for ax, (arm, p) in zip(axes, items, strict=False):
+        pc = p["pca2"]
+        inj = np.asarray(pc["injection"], float).reshape(-1, 2)
+        anc = np.asarray(pc["anchor"], float).reshape(-1, 2)
+        ax.scatter(inj[:, 0], inj[:, 1], s=5, alpha=0.4, c="tab:blue", label="injections")
+        ax.scatter(anc[:, 0], anc[:, 1], s=9, alpha=0.8, c="tab:red", label="Tier-A anchors")
+        ex = pc.get("explained") or [np.nan, np.nan]
+        ax.set_xlabel(f"PC1 ({100 * ex[0]:.0f}%)")
+        ax.set_ylabel(f"PC2 ({100 * ex[1]:.0f}%)")
+        a = p.get("auc")
+        ax.set_title(f"{arm}: probe AUC {'n/a' if a is None else f'{a:.3f}'}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("realism probe: penultimate embeddings")
     return _png(fig, path, dpi)

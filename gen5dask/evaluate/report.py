@@ -1,10 +1,12 @@
-"""The self-contained HTML report of a run, and ``report/metrics.json``.
+"""The self-contained HTML report of a run, and the ``metrics.json`` document — pure rendering.
 
-:func:`build_report` writes ``OUTPUT_DIR/report/index.html``: one page, figures embedded as
-base64 PNG, no external resources, reading top down — summary and verdict, gates, populations and
-brightness, calibration, region map, training curves, ROC and scores, completeness, anchors, rings,
-decision tree, effective config. Each section whose input is missing says "not run"; a section
-whose input cannot be read says so with the error, and the rest of the page is still written.
+:func:`render_report` turns already-loaded inputs (:class:`ReportInputs`, metrics, decision)
+into one HTML page: figures embedded as base64 PNG, no external resources, reading top down —
+summary and verdict, gates, populations and brightness, calibration, region map, training curves,
+ROC and scores, completeness, physical limit and realism probe, anchors, rings, decision tree,
+effective config. Each section whose input is missing says "not run"; a section whose input
+could not be read says so with the error, and the rest of the page is still rendered. Reading
+the files and writing the page is the ``report`` stage's job (:mod:`gen5dask.stages.report`).
 """
 
 from __future__ import annotations
@@ -13,20 +15,17 @@ import base64
 import html
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 
-from gen5dask.config.ablation import DecisionConfig
 from gen5dask.config.report import ReportConfig
 from gen5dask.evaluate import plots
-from gen5dask.evaluate.decision import decide
 from gen5dask.evaluate.stats import to_jsonable
-from gen5dask.paths import OutputLayout
 
-__all__ = ["SECTIONS", "build_report", "write_metrics_json"]
+__all__ = ["SECTIONS", "ReportInputs", "UnreadableInput", "metrics_document", "render_report"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,7 @@ SECTIONS = (
     ("training", "Training curves"),
     ("roc", "ROC and score distributions"),
     ("completeness", "Completeness (selection function)"),
+    ("limits", "Physical limit, closed loop and realism probe"),
     ("anchors", "Anchors"),
     ("rings", "Synthetic rings and score saturation"),
     ("decision", "Decision tree"),
@@ -97,8 +97,47 @@ def _passclass(p) -> str:
     return "na" if p is None else ("pass" if p else "fail")
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text())
+class UnreadableInput(RuntimeError):
+    """An input of the report that exists but could not be read (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows besides the metrics, already loaded.
+
+    Each input is ``None`` when absent; ``missing[name]`` then says why ("not run" text) and
+    ``errors[name]`` holds the error of an input that exists but could not be read.
+    """
+
+    gates: list | None = None
+    """Gate records of ``gates.json``."""
+    audit: dict | None = None
+    """``audit/audit.json``."""
+    calibration: dict | None = None
+    """``calibration.json``."""
+    region_map_png: bytes | None = None
+    """``split/region_map.png``."""
+    training_logs: Mapping[str, list] = field(default_factory=dict)
+    """``{arm: records of models/<arm>_log.jsonl}``."""
+    rejected_anchors: pd.DataFrame | None = None
+    """``anchors_rejected.csv`` (strings)."""
+    missing: Mapping[str, str] = field(default_factory=dict)
+    """``{input: why it is absent}``."""
+    errors: Mapping[str, str] = field(default_factory=dict)
+    """``{input: "ErrorType: message"}`` for inputs that could not be read."""
+
+
+def _input(ctx: dict, name: str):
+    """The loaded input ``name``, or None when absent; raises :class:`UnreadableInput` when it
+    could not be read (the section then shows the error)."""
+    inputs: ReportInputs = ctx["inputs"]
+    if name in inputs.errors:
+        raise UnreadableInput(inputs.errors[name])
+    return getattr(inputs, name)
+
+
+def _why(ctx: dict, name: str, default: str) -> str:
+    return _notrun(ctx["inputs"].missing.get(name, default))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,11 +145,19 @@ def _read_json(path: Path):
 # ---------------------------------------------------------------------------------------------
 _SUMMARY_KEYS = (
     ("auc", "injection AUC"),
+    ("auc_arc_snr_ge", "injection AUC, arc_snr >= 8"),
     ("recall_at_fpr_0.01", "injection recall @ FPR 1%"),
+    ("limit_recall_at_fpr_0.01", "  matched-filter limit @ FPR 1%"),
+    ("recall_over_limit_at_fpr_0.01", "  recall / limit"),
     ("recall_at_fpr_0.001", "injection recall @ FPR 0.1%"),
     ("tpr0", "TPR0"),
     ("tpr10", "TPR10"),
     ("tier_a_recall_at_fpr_0.01", "Tier-A recall @ FPR 1%"),
+    ("tier_a_limit_recall_at_fpr_0.01", "  matched-filter limit @ FPR 1%"),
+    ("tier_a_recall_over_limit_at_fpr_0.01", "  recall / limit"),
+    ("injection_recall_reweighted_to_tier_a_at_fpr_0.01",
+     "injection recall reweighted to Tier-A arc_snr"),
+    ("realism_probe_auc", "realism probe AUC (anchors vs injections)"),
     ("tier_a_n", "n Tier-A"),
     ("stress_recall_at_fpr_0.01", "stress recall @ FPR 1%"),
     ("stress_n", "n stress"),
@@ -152,10 +199,9 @@ def _summary(ctx: dict) -> str:
 
 
 def _gates(ctx: dict) -> str:
-    p = ctx["layout"].gates_json
-    if not p.exists():
-        return _notrun(f"{p.name} not found (audit/gates not run)")
-    g = _read_json(p)
+    g = _input(ctx, "gates")
+    if g is None:
+        return _why(ctx, "gates", "gates.json not found (audit/gates not run)")
     if isinstance(g, dict):
         g = g.get("gates", [g])
     if not g:
@@ -170,10 +216,9 @@ def _gates(ctx: dict) -> str:
 
 
 def _populations(ctx: dict) -> str:
-    p = ctx["layout"].audit_dir / "audit.json"
-    if not p.exists():
-        return _notrun(f"audit/{p.name} not found (audit not run)")
-    audit = _read_json(p)
+    audit = _input(ctx, "audit")
+    if audit is None:
+        return _why(ctx, "audit", "audit/audit.json not found (audit not run)")
     b = audit.get("brightness") if isinstance(audit, dict) else None
     if not b:
         return _notrun("audit.json has no 'brightness' entry")
@@ -198,10 +243,9 @@ def _populations(ctx: dict) -> str:
 
 
 def _calibration(ctx: dict) -> str:
-    p = ctx["layout"].calibration_json
-    if not p.exists():
-        return _notrun(f"{p.name} not found (calibrate not run)")
-    c = _read_json(p)
+    c = _input(ctx, "calibration")
+    if c is None:
+        return _why(ctx, "calibration", "calibration.json not found (calibrate not run)")
     out = [_img(plots.calibration_png(c, dpi=ctx["dpi"]), "calibration target vs achieved")]
     out.append(f"<p>n = {_e(_fmt(c.get('n')))}; bound hits = {_e(_fmt(c.get('bound_hits')))}"
                "</p>")
@@ -209,19 +253,19 @@ def _calibration(ctx: dict) -> str:
 
 
 def _regions(ctx: dict) -> str:
-    p = ctx["layout"].split_dir / "region_map.png"
-    if not p.exists():
-        return _notrun("split/region_map.png not found (split not run)")
-    return _img(p.read_bytes(), "region map")
+    png = _input(ctx, "region_map_png")
+    if png is None:
+        return _why(ctx, "region_map_png", "split/region_map.png not found (split not run)")
+    return _img(png, "region map")
 
 
 def _training(ctx: dict) -> str:
     out = []
-    arms = list(dict.fromkeys(list(ctx["metrics"]) + ctx["extra_arms"]))
+    logs = _input(ctx, "training_logs")
+    arms = list(dict.fromkeys(list(ctx["metrics"]) + ctx["extra_arms"] + list(logs)))
     for arm in arms:
-        p = ctx["layout"].train_log(arm)
-        if p.exists():
-            recs = plots.read_jsonl(p)
+        recs = logs.get(arm)
+        if recs is not None:
             out.append(f"<h3>{_e(arm)}</h3>")
             out.append(_img(plots.training_curves_png(recs, title=f"training: {arm}",
                                                       dpi=ctx["dpi"]), f"training {arm}"))
@@ -265,6 +309,55 @@ def _completeness(ctx: dict) -> str:
     return "\n".join(out) if out else _notrun("no completeness (no held-out injections scored)")
 
 
+_LIMIT_TEXT = (
+    "<p>The <b>matched-filter limit</b> is the recall of a detector that knows each arc exactly, "
+    "in Gaussian noise of the stored inverse variance: <code>Phi(SNR_opt - Phi^-1(1 - FPR))"
+    "</code> with <code>SNR_opt = sqrt(sum_bands sum_pixels arc^2 invvar)</code> over good "
+    "pixels, averaged over the population. No detector on the same pixels does better on "
+    "average; recall / limit is the share of the physically available signal the network "
+    "uses. The <b>closed loop</b> compares the Tier-A recall with the recall of held-out "
+    "calibrated injections reweighted to the anchors' distribution of "
+    "<code>{quantity}</code>: where anchors and injections share one generative model the two "
+    "must agree within their intervals. The <b>realism probe</b> is a cross-validated logistic "
+    "regression on the network's penultimate embeddings, Tier-A anchors against held-out "
+    "calibrated injections: AUC near 0.5 means the injections stand in for real lenses in the "
+    "network's own features, near 1 that they do not (a published probe on real DR10 lenses vs "
+    "Sersic injections: 0.997).</p>")
+
+
+def _limits(ctx: dict) -> str:
+    metrics = ctx["metrics"]
+    if not metrics:
+        return _notrun("no arm was evaluated (no scores)")
+    quantity = next(iter(metrics.values())).get("reweight", {}).get("quantity", "arc_snr")
+    out = [_LIMIT_TEXT.format(quantity=_e(quantity))]
+    rows = []
+    for a, m in metrics.items():
+        rw = "injection_recall_reweighted_to_tier_a_at_fpr_0.01"
+        rows.append([
+            a, _fmt(m.get("recall_at_fpr_0.01")), _fmt(m.get("limit_recall_at_fpr_0.01")),
+            _fmt(m.get("recall_over_limit_at_fpr_0.01")),
+            f"{_fmt(m.get('tier_a_recall_at_fpr_0.01'))} "
+            f"{_fmt(m.get('tier_a_recall_at_fpr_0.01_bootstrap'))}",
+            _fmt(m.get("tier_a_limit_recall_at_fpr_0.01")),
+            _fmt(m.get("tier_a_recall_over_limit_at_fpr_0.01")),
+            f"{_fmt(m.get(rw))} {_fmt(m.get(rw + '_bootstrap'))} "
+            f"(coverage {_fmt(m.get(rw + '_coverage'))})",
+            f"{_fmt(m.get('realism_probe_auc'))} {_fmt(m.get('realism_probe_auc_bootstrap'))}",
+        ])
+    out.append(_table(["arm", "injection recall", "limit", "ratio",
+                       "Tier-A recall (bootstrap 95%)", "Tier-A limit", "ratio",
+                       "reweighted injection recall (bootstrap 95%)",
+                       "realism probe AUC (bootstrap 95%)"], rows))
+    probes = {a: m.get("realism_probe") for a, m in metrics.items()}
+    reasons = [f"{a}: {p['reason']}" for a, p in probes.items() if p and p.get("reason")]
+    if any(p and p.get("pca2") for p in probes.values()):
+        out.append(_img(plots.realism_png(probes, dpi=ctx["dpi"]), "realism probe embeddings"))
+    for r in reasons:
+        out.append(_notrun(r))
+    return "\n".join(out)
+
+
 def _anchors(ctx: dict) -> str:
     out = []
     cfg: ReportConfig = ctx["rcfg"]
@@ -280,12 +373,12 @@ def _anchors(ctx: dict) -> str:
                    f'{cfg.gallery_columns},1fr)">' + "".join(cells) + "</div>")
     else:
         out.append(_notrun("no anchor gallery supplied"))
-    p = ctx["layout"].anchors_rejected_csv
     out.append("<h3>Rejected anchors</h3>")
-    if not p.exists():
-        out.append(_notrun(f"{p.name} not found (anchors not run)"))
+    df = _input(ctx, "rejected_anchors")
+    if df is None:
+        out.append(_why(ctx, "rejected_anchors",
+                        "anchors_rejected.csv not found (anchors not run)"))
     else:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
         if df.empty:
             out.append("<p>No anchor was rejected.</p>")
         else:
@@ -325,7 +418,12 @@ def _rings(ctx: dict) -> str:
 def _decision(ctx: dict) -> str:
     d = ctx["decision"]
     steps = "".join(f"<li>{_e(s)}</li>" for s in d.get("path", []))
-    return (f"<p>Branch taken: <b>{_e(d.get('branch'))}</b></p><ol>{steps}</ol>"
+    res = d.get("center_mask_resolution") or {}
+    mask = "".join(f"<li>arm <b>{_e(a)}</b>: centre mask {'on' if r['center_mask'] else 'off'} "
+                   f"({_e(r['reason'])})</li>" for a, r in res.items())
+    mask = f"<p>Centre mask of the final arm(s), from this decision:</p><ul>{mask}</ul>" if mask \
+        else ""
+    return (f"<p>Branch taken: <b>{_e(d.get('branch'))}</b></p><ol>{steps}</ol>{mask}"
             "<details><summary>numbers used</summary><pre>"
             + _e(json.dumps(d.get("inputs", {}), indent=1)) + "</pre></details>")
 
@@ -342,51 +440,45 @@ def _config(ctx: dict) -> str:
 _BUILDERS: dict[str, Callable[[dict], str]] = {
     "summary": _summary, "gates": _gates, "populations": _populations,
     "calibration": _calibration, "regions": _regions, "training": _training, "roc": _roc,
-    "completeness": _completeness, "anchors": _anchors, "rings": _rings,
+    "completeness": _completeness, "limits": _limits, "anchors": _anchors, "rings": _rings,
     "decision": _decision, "config": _config,
 }
 
 
-def write_metrics_json(path: str | Path, *, metrics: dict, decision: dict,
-                       primary_metric: str) -> Path:
-    """Write ``{"arms", "decision", "success_criteria", "primary_metric"}`` as strict JSON (no
-    NaN: undefined numbers are null)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    doc = to_jsonable({"arms": metrics, "decision": decision,
-                       "success_criteria": decision.get("success_criteria", []),
-                       "primary_metric": primary_metric})
-    p.write_text(json.dumps(doc, indent=1, allow_nan=False))
-    return p
+def metrics_document(*, metrics: dict, decision: dict, primary_metric: str) -> dict:
+    """The ``metrics.json`` document: ``{"arms", "decision", "success_criteria",
+    "primary_metric"}``, JSON-ready (undefined numbers are None, never NaN)."""
+    return to_jsonable({"arms": metrics, "decision": decision,
+                        "success_criteria": decision.get("success_criteria", []),
+                        "primary_metric": primary_metric})
 
 
-def build_report(
-    output_dir: str | Path,
+def render_report(
+    inputs: ReportInputs,
     *,
     metrics: dict,
+    decision: dict,
     config_text: str,
-    decision: dict | None = None,
-    decision_config: DecisionConfig | None = None,
     gallery: Sequence[dict] = (),
     report_config: ReportConfig | None = None,
     primary_metric: str = "tier_a_recall_at_fpr_0.01",
     arms: Sequence[str] = (),
-) -> Path:
-    """Write ``report/index.html`` and ``report/metrics.json`` under ``output_dir``.
+    output_dir_label: str = "",
+    generated: str | None = None,
+) -> str:
+    """The report page (HTML text) from loaded inputs; pure (no file is read or written).
 
     Parameters
     ----------
-    output_dir : path
-        The run's output directory (files found through :class:`gen5dask.paths.OutputLayout`).
+    inputs : ReportInputs
+        Gates, audit, calibration, region map, training logs, rejected anchors.
     metrics : dict
         ``{arm: compute_arm_metrics(...)}`` (may be empty).
+    decision : dict
+        Output of :func:`gen5dask.evaluate.decision.decide` (plus the ablation's
+        ``center_mask_resolution``).
     config_text : str
         The effective config (YAML text), embedded verbatim.
-    decision : dict, optional
-        Output of :func:`gen5dask.evaluate.decision.decide`; computed from ``metrics`` and
-        ``decision_config`` when omitted.
-    decision_config : DecisionConfig, optional
-        Thresholds of the decision tree (defaults when omitted).
     gallery : sequence of dict
         Anchor cutouts ``{name, tier, score, png_bytes}`` (may be empty).
     report_config : ReportConfig, optional
@@ -395,18 +487,14 @@ def build_report(
         Headline metric name (the checkpoint-selection metric; DESIGN §8 gate 8).
     arms : sequence of str
         Further arm names whose training logs to show even without metrics.
-
-    Returns
-    -------
-    Path
-        ``OUTPUT_DIR/report/index.html``.
+    output_dir_label : str
+        The run's output directory, as shown in the header.
+    generated : str, optional
+        Time stamp shown in the header (default: now, UTC).
     """
-    layout = OutputLayout(output_dir)
     rcfg = report_config or ReportConfig()
     metrics = to_jsonable(dict(metrics))
-    if decision is None:
-        decision = decide(metrics, decision_config or DecisionConfig())
-    ctx = {"layout": layout, "metrics": metrics, "decision": decision, "rcfg": rcfg,
+    ctx = {"inputs": inputs, "metrics": metrics, "decision": decision, "rcfg": rcfg,
            "dpi": rcfg.figure_dpi, "gallery": list(gallery), "config_text": config_text or "",
            "primary_metric": primary_metric, "extra_arms": list(arms)}
     parts = []
@@ -418,13 +506,8 @@ def build_report(
             body = f'<p class="error">section failed: {_e(type(exc).__name__)}: {_e(exc)}</p>'
         parts.append(f'<section id="{sid}"><h2>{_e(title)}</h2>\n{body}\n</section>')
     nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t in SECTIONS)
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    now = generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{_e(rcfg.title)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>{_e(rcfg.title)}</h1><p>Output directory: <code>{_e(layout.root)}</code>; "
+            f"<h1>{_e(rcfg.title)}</h1><p>Output directory: <code>{_e(output_dir_label)}</code>; "
             f"generated {now}.</p><nav>{nav}</nav>\n" + "\n".join(parts) + "</body></html>\n")
-    layout.report_dir.mkdir(parents=True, exist_ok=True)
-    layout.report_html.write_text(page, encoding="utf-8")
-    write_metrics_json(layout.metrics_json, metrics=metrics, decision=decision,
-                       primary_metric=primary_metric)
-    return layout.report_html

@@ -81,6 +81,15 @@ def keys_for(seed, stage, sample_ids, replicate, epoch):
     return out
 
 
+@jit
+def uniforms(keys, counter):
+    """``uniform(keys[i], counter)`` for every key (float64 array, same order)."""
+    out = np.empty(keys.shape[0], dtype=np.float64)
+    for i in range(keys.shape[0]):
+        out[i] = uniform(keys[i], counter)
+    return out
+
+
 def key(seed: int, stage: str, sample_id: int, replicate: int = 0, epoch: int = 0) -> np.uint64:
     """uint64 key for one sample (see :func:`mix_key`); pass it to :func:`uniform`."""
     return np.uint64(
@@ -105,4 +114,5 @@ __all__ = [
     "splitmix64",
     "stage_id",
     "uniform",
+    "uniforms",
 ]

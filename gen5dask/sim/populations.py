@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gen5dask import ZEROPOINT_AB
+from gen5dask.injection.colour import colour_factors, mag_to_flux
 from gen5dask.kernels._jit import jit
 from gen5dask.kernels.profiles import sersic_bn, sersic_total_flux, sersic_unit
 
@@ -59,18 +60,10 @@ NPAR = 14
 
 
 def band_fluxes(mag_r: float, gr: float, rz: float, bands) -> np.ndarray:
-    """Flux per band (nanomaggies) from an r magnitude and colours.
-
-    ``g = r + gr``, ``z = r - rz`` (DESIGN §4); ``i = r - rz / 2`` (interpolated).
-    """
-    mags = {"g": mag_r + gr, "r": mag_r, "z": mag_r - rz, "i": mag_r - 0.5 * rz}
-    out = np.empty(len(bands))
-    for j, b in enumerate(bands):
-        if b not in mags:
-            msg = f"simulate: no colour model for band {b!r}; supported bands {sorted(mags)}"
-            raise ValueError(msg)
-        out[j] = 10.0 ** ((ZEROPOINT_AB - mags[b]) / 2.5)
-    return out
+    """Flux per band (nanomaggies) from an r magnitude and colours, by the toolkit's one colour
+    law (:func:`gen5dask.injection.colour.colour_factors`: ``g = r + gr``, ``z = r - rz``,
+    ``i = r - rz / 2``)."""
+    return mag_to_flux(mag_r) * colour_factors(bands, gr, rz)[0]
 
 
 def mag_of_flux(flux) -> np.ndarray:
@@ -296,6 +289,9 @@ class SampleModel:
     """``"lens"`` (lensed Sersic arc), ``"ring"`` (unlensed ring) or ``""``."""
     lens: dict = field(default_factory=dict)
     """Lens and source truth (theta_e, lens_q, ..., src_gr, src_rz) for ``feature == "lens"``."""
+    lens_model: str = "survey"
+    """``survey`` (rendered with the survey PSF) or ``injection`` (the injection renderer,
+    ``lens`` then also holds ``src_index``, -1 for Sersic sources)."""
     ring_row: np.ndarray | None = None
     """Ring component row for ``feature == "ring"`` (unit flux; colours in ``ring_colors``)."""
     ring_colors: tuple[float, float] = (0.0, 0.0)
@@ -327,19 +323,19 @@ def draw_counts_mag(u: float, lo: float, hi: float, slope: float) -> float:
     return float(lo + np.log1p(u * np.expm1(a * (hi - lo))) / a)
 
 
-def _u(g, rng_pair):
+def unif(g, rng_pair):
     return float(g.uniform(rng_pair[0], rng_pair[1]))
 
 
-def _log_u(g, rng_pair):
+def logunif(g, rng_pair):
     return float(np.exp(g.uniform(np.log(rng_pair[0]), np.log(rng_pair[1]))))
 
 
 def draw_lrg(g: np.random.Generator, sim) -> dict:
     """Shape of an LRG-like Sersic at the centre: mag_r, gr, rz, reff (arcsec), n, q, pa."""
     m = draw_counts_mag(g.uniform(), *sim.host_mag_r, sim.host_mag_slope)
-    gr, rz = _u(g, sim.host_gr), _u(g, sim.host_rz)
-    reff, n, q = _log_u(g, sim.host_reff), _u(g, sim.host_n), _u(g, sim.host_q)
+    gr, rz = unif(g, sim.host_gr), unif(g, sim.host_rz)
+    reff, n, q = logunif(g, sim.host_reff), unif(g, sim.host_n), unif(g, sim.host_q)
     pa = float(g.uniform(0.0, np.pi))
     shape = {"mag_r": m, "gr": gr, "rz": rz, "reff": reff, "n": n, "q": q, "pa": pa}
     return shape
@@ -358,8 +354,8 @@ def lrg_component(shape, *, pixscale, bands, mag_offset=0.0, reff_scale=1.0):
 def draw_lens(g: np.random.Generator, sim, *, theta_range, deflector_pa, stress=False):
     """SIE + shear lens and Sersic source parameters (truth dict) and the target arc S/N
     ``(value, bin_low, bin_high)``."""
-    theta_e = _u(g, theta_range)
-    lens_q = _u(g, sim.lens_q)
+    theta_e = unif(g, theta_range)
+    lens_q = unif(g, sim.lens_q)
     lens_pa = float((deflector_pa + g.normal(0.0, 0.2)) % np.pi)
     g1, g2 = np.clip(g.normal(0.0, sim.shear_sigma, 2), -3 * sim.shear_sigma, 3 * sim.shear_sigma)
     rad = sim.src_pos_max_frac * theta_e * np.sqrt(g.uniform())
@@ -372,12 +368,12 @@ def draw_lens(g: np.random.Generator, sim, *, theta_range, deflector_pa, stress=
         "shear_g2": float(g2),
         "src_x": float(rad * np.cos(phi)),
         "src_y": float(rad * np.sin(phi)),
-        "src_reff": _log_u(g, sim.src_reff),
-        "src_n": _u(g, sim.src_n),
-        "src_q": _u(g, sim.src_q),
+        "src_reff": logunif(g, sim.src_reff),
+        "src_n": unif(g, sim.src_n),
+        "src_q": unif(g, sim.src_q),
         "src_pa": float(g.uniform(0.0, np.pi)),
-        "src_gr": _u(g, sim.src_gr),
-        "src_rz": _u(g, sim.src_rz),
+        "src_gr": unif(g, sim.src_gr),
+        "src_rz": unif(g, sim.src_rz),
     }
     if stress:
         target = draw_piecewise_uniform(g, sim.stress_arc_snr_bins, sim.stress_arc_snr_fractions)
@@ -418,7 +414,7 @@ def draw_neighbours(g: np.random.Generator, sim, *, stamp_size, pixscale, bands)
 
 def hard_negative_components(g: np.random.Generator, sim, subtype, *, pixscale, bands):
     """Components of a hard-negative galaxy of ``subtype``; returns ``(components, mag_r)``."""
-    mag = _u(g, sim.hn_mag_r)
+    mag = unif(g, sim.hn_mag_r)
     total = 10.0 ** ((ZEROPOINT_AB - mag) / 2.5)
     pa = float(g.uniform(0.0, np.pi))
     comps = []
@@ -428,7 +424,7 @@ def hard_negative_components(g: np.random.Generator, sim, subtype, *, pixscale, 
 
     if subtype == "ring_galaxy":
         f_bulge = g.uniform(0.3, 0.6)
-        radius = _u(g, sim.ring_galaxy_radius)
+        radius = unif(g, sim.ring_galaxy_radius)
         q = g.uniform(0.6, 1.0)
         add(sersic(0, 0, reff=g.uniform(0.3, 1.0), n=g.uniform(1.5, 4.0), q=g.uniform(0.7, 1.0),
                    pa=pa, pixscale=pixscale), f_bulge, g.uniform(0.8, 1.4), g.uniform(0.4, 0.7))
@@ -458,7 +454,7 @@ def hard_negative_components(g: np.random.Generator, sim, subtype, *, pixscale, 
                    q=q, pa=pa, phase=g.uniform(0, 2 * np.pi), sharpness=g.uniform(2.0, 6.0)),
             f_arms, g.uniform(0.1, 0.4), g.uniform(0.0, 0.3))
     elif subtype == "merger":
-        sep = _u(g, sim.merger_separation)
+        sep = unif(g, sim.merger_separation)
         ratio = g.uniform(0.3, 1.0)
         f1 = g.uniform(0.55, 0.75) / (1 + ratio)
         f_tails = 1 - f1 * (1 + ratio)
@@ -481,7 +477,7 @@ def hard_negative_components(g: np.random.Generator, sim, subtype, *, pixscale, 
     elif subtype == "edge_on":
         f_bulge = g.uniform(0.05, 0.2)
         gr, rz = g.uniform(0.9, 1.4), g.uniform(0.5, 0.8)
-        add(sersic(0, 0, reff=g.uniform(1.5, 3.0), n=g.uniform(0.8, 1.2), q=_u(g, sim.edge_on_q),
+        add(sersic(0, 0, reff=g.uniform(1.5, 3.0), n=g.uniform(0.8, 1.2), q=unif(g, sim.edge_on_q),
                    pa=pa, pixscale=pixscale), 1 - f_bulge, gr, rz)
         add(sersic(0, 0, reff=g.uniform(0.3, 0.6), n=2.0, q=g.uniform(0.6, 0.9), pa=pa,
                    pixscale=pixscale), f_bulge, gr + 0.1, rz)

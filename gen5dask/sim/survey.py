@@ -43,7 +43,6 @@ the true positions of every anchor (the reference catalogue a cross-match should
 from __future__ import annotations
 
 import functools
-import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,12 @@ from pathlib import Path
 import numpy as np
 
 from gen5dask import ZEROPOINT_AB
+from gen5dask.injection.amplitude import solve_nearest
+from gen5dask.injection.colour import colour_factors
+from gen5dask.injection.laws import MODE_CODES, TargetDistribution, draw_injection_params
+from gen5dask.injection.matched_filter import snr_opt
+from gen5dask.injection.render import render_unit_arcs
+from gen5dask.injection.spec import InjectionModel
 from gen5dask.kernels import psf as _psf
 from gen5dask.kernels import rng
 from gen5dask.kernels.noise import add_noise
@@ -77,8 +82,6 @@ POPULATIONS: dict[str, tuple[str, str, int]] = {
 ID_STRIDE = 1_000_000_000
 #: sub-batch of samples rendered and convolved together (bounds worker memory)
 RENDER_BATCH = 32
-#: relative amplitude nudge against float32 rounding at the arc S/N threshold
-AMP_NUDGE = 1e-5
 
 TRUTH_NAMES = tuple(t for t, _, _ in TRUTH_VARS)
 LENS_KEYS = (
@@ -161,15 +164,10 @@ def off_target_indices(sim, seed: int) -> frozenset:
 
 
 def lenscat_catalog_path() -> Path | None:
-    """Path of the packaged lenscat ``catalog.csv`` (without importing lenscat), or None."""
-    spec = importlib.util.find_spec("lenscat")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "data" / "catalog.csv"
-        if p.exists():
-            return p
-    return None
+    """Path of the lenscat catalogue bundled with gen5dask (:func:`gen5dask.data.lenscat_csv`)."""
+    from gen5dask.data import lenscat_csv
+
+    return lenscat_csv()
 
 
 def lenscat_anchor_table(sim, seed: int):
@@ -231,11 +229,35 @@ class Context:
     pixscale: float
     anchor_dm: float
     lenscat: dict | None = None
+    anchor_injection: InjectionModel | None = None
+    """``simulate.anchor_model: injection``: the injection model the anchors are drawn from."""
 
 
 def desi_name(ra: float, dec: float) -> str:
     """DESI-style lens name ``DESI-RRR.RRRR+DD.DDDD``."""
     return f"DESI-{ra:08.4f}{dec:+08.4f}"
+
+
+#: key stage of the injection-model anchors' draws.
+ANCHOR_LENS_STAGE = "simulate.anchor_lens"
+
+
+def injection_model_lens(sample_id: int, ctx: Context) -> tuple[dict, tuple[float, float, float]]:
+    """Lens and source of an anchor drawn from the injection model (``anchor_model:
+    injection``) and its target ``(arc_snr, bin_low, bin_high)`` from the anchors' table."""
+    model = ctx.anchor_injection
+    table = TargetDistribution(ctx.sim.arc_snr_bins, ctx.sim.arc_snr_fractions)
+    par = draw_injection_params(
+        model.laws, seed=ctx.seed, host_ids=[int(sample_id)], replicates=[0],
+        modes=[MODE_CODES["calibrated"]], target=table,
+        n_galaxies=len(model.source) if model.source is not None else None,
+        stage=ANCHOR_LENS_STAGE,
+    )
+    lens = {k: float(par[k][0]) for k in LENS_KEYS}
+    lens["src_index"] = int(par["src_index"][0])
+    t = float(par["target_arc_snr"][0])
+    lo, hi = table.bin_of(np.array([t]))
+    return lens, (t, float(lo[0]), float(min(hi[0], table.bins[-1])))
 
 
 def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
@@ -256,10 +278,10 @@ def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
         if name == "procedural_ring":
             m.feature = "ring"
             m.ring_row = pop.ring(
-                0.0, 0.0, radius=pop._u(g, sim.ring_radius), sigma=pop._u(g, sim.ring_width),
+                0.0, 0.0, radius=pop.unif(g, sim.ring_radius), sigma=pop.unif(g, sim.ring_width),
                 q=float(g.uniform(0.85, 1.0)), pa=float(g.uniform(0.0, np.pi)),
             )
-            m.ring_colors = (pop._u(g, sim.ring_gr), pop._u(g, sim.ring_rz))
+            m.ring_colors = (pop.unif(g, sim.ring_gr), pop.unif(g, sim.ring_rz))
             target = pop.draw_piecewise_uniform(g, sim.arc_snr_bins, sim.arc_snr_fractions)
             m.target_snr, m.target_bin = target[0], target[1:]
     elif name in ("anchor", "stress"):
@@ -270,8 +292,11 @@ def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
             mag = shape["mag_r"] + ctx.anchor_dm
             lens, target = pop.draw_lens(g, sim, theta_range=sim.anchor_theta_e,
                                          deflector_pa=shape["pa"])
+            if ctx.anchor_injection is not None:  # the stream above is drawn either way
+                lens, target = injection_model_lens(sample_id, ctx)
+                m.lens_model = "injection"
             m.tier = "A" if index in tier_a_indices(sim, seed) else "B"
-            m.z_lens, m.z_source = pop._u(g, sim.z_lens), pop._u(g, sim.z_source)
+            m.z_lens, m.z_source = pop.unif(g, sim.z_lens), pop.unif(g, sim.z_source)
             if ctx.lenscat is not None:
                 ra, dec = float(ctx.lenscat["ra"][index]), float(ctx.lenscat["dec"][index])
                 m.name, m.source = ctx.lenscat["name"][index], ctx.lenscat["source"][index]
@@ -281,7 +306,7 @@ def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
                 m.name, m.source = desi_name(ra, dec), "gen5dask simulate (mock)"
         else:
             shape = pop.draw_lrg(g, sim)
-            shape["mag_r"] = pop._u(g, sim.stress_mag_r)
+            shape["mag_r"] = pop.unif(g, sim.stress_mag_r)
             comp = pop.lrg_component(shape, **kw)
             mag = shape["mag_r"]
             lens, target = pop.draw_lens(g, sim, theta_range=sim.stress_theta_e,
@@ -379,8 +404,7 @@ def _render_lensed(models, idx, kernels, ctx: Context):
     from gen5dask.kernels.render import render_lensed_sersic
 
     lens = {k: np.array([models[i].lens[k] for i in idx], dtype=np.float64) for k in LENS_KEYS}
-    flux = np.stack([pop.band_fluxes(ZEROPOINT_AB, g, z, ctx.bands)
-                     for g, z in zip(lens["src_gr"], lens["src_rz"], strict=True)])
+    flux = colour_factors(ctx.bands, lens["src_gr"], lens["src_rz"])  # r flux 1 nanomaggy
     arcs, mags = [], []
     for a in range(0, len(idx), RENDER_BATCH):
         sl = slice(a, a + RENDER_BATCH)
@@ -395,12 +419,24 @@ def _render_lensed(models, idx, kernels, ctx: Context):
     return np.concatenate(arcs), np.concatenate(mags)
 
 
+def _render_injection_model(models, idx, psfsize, ctx: Context):
+    """Unit-r-flux arcs of injection-model anchors, by the injection renderer."""
+    keys = (*LENS_KEYS, "src_index")
+    par = {k: np.array([models[i].lens[k] for i in idx]) for k in keys}
+    par["src_index"] = par["src_index"].astype(np.int64)
+    unit = colour_factors(ctx.bands, par["src_gr"], par["src_rz"])
+    return render_unit_arcs(
+        ctx.anchor_injection, par, unit, np.asarray(psfsize, np.float64)[idx],
+        stamp_size=ctx.stamp_size, pixscale=ctx.pixscale, bands=ctx.bands,
+    )
+
+
 def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
     """Simulate the samples ``ids``: every store variable (strings for coded ones).
 
     Pure function of ``(ids, ctx)``; each sample depends on its own id only.
     """
-    from gen5dask.kernels.photometry import arc_snr, solve_amplitude_for_arc_snr
+    from gen5dask.kernels.photometry import arc_snr
 
     sim = ctx.sim
     ids = np.asarray(ids, dtype=np.int64)
@@ -450,8 +486,16 @@ def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
     ring_idx = np.array([i for i, m in enumerate(models) if m.feature == "ring"], dtype=np.int64)
     unit = np.zeros((n, nb, H, H), dtype=np.float32)
     magnification = np.full(n, np.nan)
+    snr_opt_all = np.full(n, np.nan)  # matched-filter S/N of lensed arcs (issue #12)
     if lens_idx.size:
-        unit[lens_idx], magnification[lens_idx] = _render_lensed(models, lens_idx, kernels, ctx)
+        inj = np.array([models[i].lens_model == "injection" for i in lens_idx], dtype=bool)
+        own, other = lens_idx[~inj], lens_idx[inj]
+        if own.size:
+            unit[own], magnification[own] = _render_lensed(models, own, kernels, ctx)
+        if other.size:
+            unit[other], magnification[other] = _render_injection_model(
+                models, other, psfsize, ctx
+            )
     if ring_idx.size:
         ring_light = _render_light([models[i] for i in ring_idx], kernels[ring_idx], ctx,
                                    ring_only=True)
@@ -459,27 +503,17 @@ def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
     feat = np.concatenate([lens_idx, ring_idx])
     if feat.size:
         target = np.array([models[i].target_snr for i in feat])
-        amp = solve_amplitude_for_arc_snr(unit[feat, rband], invvar32[feat, rband], target)
-        # a relative nudge keeps pixels that enter A exactly at the solved amplitude inside A
-        # after the arc is rounded to float32 (the solver is exact in float64)
-        amp = np.where(np.isfinite(amp), amp * (1.0 + AMP_NUDGE), 0.0)
-        snr = arc_snr((unit[feat, rband] * amp[:, None, None]).astype(np.float32),
-                      invvar32[feat, rband]).arc_snr
-        # where pixels entering A together make the S/N jump over the top of the target's bin,
-        # take the amplitude just below the jump if its S/N lies in the bin
-        hi = np.array([models[i].target_bin[1] for i in feat])
-        lo = np.array([models[i].target_bin[0] for i in feat])
-        over = np.flatnonzero(snr >= hi)
-        if over.size:
-            below = amp[over] * (1.0 - 2.0 * AMP_NUDGE)
-            s2 = arc_snr((unit[feat[over], rband] * below[:, None, None]).astype(np.float32),
-                         invvar32[feat[over], rband]).arc_snr
-            ok = (s2 >= lo[over]) & (s2 < hi[over])
-            amp[over[ok]] = below[ok]
+        # the toolkit's one amplitude policy (inject, calibrate and here): exact where a linear
+        # piece of arc_snr(amplitude) attains the target, else the nearer side of the jump
+        bounds = tuple(np.array([models[i].target_bin[j] for i in feat]) for j in (0, 1))
+        amp, _ = solve_nearest(unit[feat, rband], invvar32[feat, rband], target, bounds)
+        amp = np.where(np.isfinite(amp), amp, 0.0)
         arc[feat] = (unit[feat] * amp[:, None, None, None]).astype(np.float32)
         snr = arc_snr(arc[feat, rband], invvar32[feat, rband])
         truth["arc_snr"][feat] = snr.arc_snr
         truth["arc_snr_peak"][feat] = snr.arc_snr_peak
+        if lens_idx.size:
+            snr_opt_all[lens_idx] = snr_opt(arc[lens_idx], invvar32[lens_idx])
         with np.errstate(divide="ignore"):
             src_mag = np.where(amp > 0, ZEROPOINT_AB - 2.5 * np.log10(np.maximum(amp, 1e-300)),
                                np.inf)
@@ -518,6 +552,7 @@ def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
         "tier": np.array([m.tier for m in models]),
         "subtype": np.array([m.subtype for m in models]),
         "host_mag_r": np.array([m.host_mag_r for m in models], dtype=np.float32),
+        "snr_opt": snr_opt_all.astype(np.float32),
         **truth,
     }
     if sim.store_arc:
@@ -547,10 +582,12 @@ def catalogue_rows(kind: str, ctx: Context, plan: SurveyPlan) -> list[dict]:
 __all__ = [
     "POPULATIONS",
     "STAGE",
+    "ANCHOR_LENS_STAGE",
     "Context",
     "SurveyPlan",
     "catalogue_rows",
     "desi_name",
+    "injection_model_lens",
     "kernel_size",
     "lenscat_anchor_table",
     "lenscat_catalog_path",

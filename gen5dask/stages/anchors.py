@@ -22,19 +22,21 @@ import numpy as np
 import pandas as pd
 
 from gen5dask.anchors import catalogs
+from gen5dask.stages.declare import stage
 from gen5dask.store import (
     create_store,
     finalize_store,
     fingerprint,
     read_samples,
     read_table,
+    require_store,
     store_geometry,
     store_lock,
     write_chunk,
 )
 from gen5dask.store.zarrstore import chunk_bounds
 
-CARRY_OPTIONAL = ("subtype", "host_mag_r", "core_brightness", "quality", "arc")
+CARRY_OPTIONAL = ("subtype", "host_mag_r", "core_brightness", "quality", "arc", "snr_opt")
 
 
 class AnchorSizeError(RuntimeError):
@@ -55,6 +57,7 @@ def load_sources(cfg) -> list[pd.DataFrame]:
                 types=src.types,
                 ref_include=src.ref_include,
                 ref_exclude=src.ref_exclude,
+                copy=src.lenscat_copy,
             )
             df["source"] = src.name or "lenscat"
         else:
@@ -76,9 +79,10 @@ def load_reference(cfg) -> pd.DataFrame | None:
     ref = cfg.anchors.reference
     if ref == "none":
         return None
-    if ref == "lenscat":
+    if ref in ("lenscat", "lenscat-package"):
         return catalogs.read_lenscat(
-            gradings=("confident", "probable"), types=("galaxy", "group", "cluster")
+            gradings=("confident", "probable"), types=("galaxy", "group", "cluster"),
+            copy="package" if ref == "lenscat-package" else "bundled",
         )
     return catalogs.read_table(_expand(ref, cfg), source=Path(ref).name)
 
@@ -118,6 +122,9 @@ def select_anchors(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     acfg = cfg.anchors
     tol = acfg.tolerance_arcsec
     cut_path = Path(acfg.cutouts) if acfg.cutouts else cfg.layout.survey
+    require_store(cut_path, what="anchors: the cutout store", hint=(
+        "make it first: `gen5dask simulate CONFIG` (the mock survey), or `gen5dask fetch` + "
+        "`gen5dask ingest` for real cutouts (then set anchors.cutouts to the ingested store)"))
     rejected: list[dict] = []
     merged = catalogs.merge_sources(load_sources(cfg), tol)
     merged["typed"] = merged["typed"].astype(bool)
@@ -242,6 +249,11 @@ def select_anchors(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     return merged, rej
 
 
+@stage(
+    "anchors",
+    reads=("anchors", "seed", "chunk_size"),
+    after=("simulate",),
+)
 def run_anchors(cfg, client=None, *, force: bool = False) -> Path:
     """Build the anchor set; returns the path of ``anchors.zarr``."""
     acfg = cfg.anchors

@@ -24,6 +24,7 @@ from gen5dask import gates as G
 from gen5dask.config import Config
 from gen5dask.kernels.photometry import MASKBITS
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.stages.split import host_store_name, store_paths
 from gen5dask.store import chunk_bounds, read_samples, read_table, store_geometry
 
@@ -180,15 +181,19 @@ def leakage_aucs(t: pd.DataFrame, columns) -> dict:
     return out
 
 
-def _keyed_take(ids: np.ndarray, n_keep: int, seed: int, what: str) -> np.ndarray:
-    """Boolean mask keeping ``n_keep`` of ``ids`` chosen by keyed uniforms (order-free)."""
-    from gen5dask.kernels.rng import keys_for, stage_id, uniform
+def keyed_subsample(ids: np.ndarray, n_keep: int, seed: int, what: str) -> np.ndarray:
+    """Boolean mask keeping ``n_keep`` of ``ids`` chosen by keyed uniforms (order-free).
+
+    The ``n_keep`` ids with the smallest uniform keyed by (seed, ``audit/<what>``, id) are
+    kept, so the choice does not depend on row order or chunking (vectorised: ~50 ns an id).
+    """
+    from gen5dask.kernels.rng import keys_for, stage_id, uniforms
 
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size <= n_keep:
         return np.ones(ids.size, dtype=bool)
     keys = keys_for(np.int64(seed), np.uint64(stage_id(f"audit/{what}")), ids, 0, 0)
-    u = np.fromiter((uniform(k, 0) for k in keys), dtype=np.float64, count=ids.size)
+    u = uniforms(keys, 0)
     keep = np.zeros(ids.size, dtype=bool)
     keep[np.argsort(u, kind="stable")[:n_keep]] = True
     return keep
@@ -216,11 +221,12 @@ def core_only_baseline(path: Path, t: pd.DataFrame, cfg: Config, client=None) ->
     if ctrl.size == 0 or not modes:
         return {}
     samples = t["sample"].to_numpy(np.int64)
-    ctrl = ctrl[_keyed_take(samples[ctrl], ac.core_only_max_samples, cfg.seed, "core/control")]
+    ctrl = ctrl[keyed_subsample(samples[ctrl], ac.core_only_max_samples, cfg.seed,
+                                "core/control")]
     chosen = {"control": ctrl}
     for m in modes:
         inj = t.index[(t["kind"] == "injection") & (t["inject_mode"] == m)].to_numpy()
-        chosen[m] = inj[_keyed_take(samples[inj], ac.core_only_max_samples, cfg.seed,
+        chosen[m] = inj[keyed_subsample(samples[inj], ac.core_only_max_samples, cfg.seed,
                                     f"core/{m}")]
     rows = np.unique(np.concatenate(list(chosen.values())))
     bounds = chunk_bounds(man["n_samples"], man["chunk_size"])
@@ -513,6 +519,14 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
     return result, gates
 
 
+@stage(
+    "audit",
+    reads=(
+        "audit", "gates", "split", "train.selection_metric", "evaluate.primary_metric",
+        "evaluate.fprs", "inject.hosts", "seed", "bands", "stamp_size", "pixscale", "chunk_size",
+    ),
+    after=("split",),
+)
 def run_audit(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Run every diagnostic and gate; write audit.json, figures and gates.json.
 
@@ -543,6 +557,7 @@ __all__ = [
     "brightness_populations",
     "class_balance",
     "core_only_baseline",
+    "keyed_subsample",
     "leakage_aucs",
     "loader_check",
     "null_injection_check",

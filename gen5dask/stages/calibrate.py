@@ -26,39 +26,26 @@ arc_snr instead),
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gen5dask.injection.batch import inject_rows
+from gen5dask.injection.calibration import plot_calibration, write_json
+from gen5dask.injection.laws import LAW_KEYS, TargetDistribution
+from gen5dask.injection.plan import HOST_VARS, calibrated_plan, host_table
+from gen5dask.injection.spec import InjectionModel, InjectSpec
 from gen5dask.kernels import photometry
 from gen5dask.kernels.rng import keys_for, stage_id
-from gen5dask.provenance import provenance_attrs
-from gen5dask.sim.injection_params import MODE_CODES, TargetDistribution, draw_injection_params
-from gen5dask.store import StoreError, is_complete, read_samples, read_table, store_geometry
-from gen5dask.store.schema import KINDS, QUALITY
+from gen5dask.provenance import config_hash, utc_now
+from gen5dask.stages.declare import config_value, stage
+from gen5dask.stages.inject import resolve_hosts
+from gen5dask.store import StoreError, read_samples, store_geometry
+from gen5dask.store.schema import KINDS
 
 STAGE = "calibrate"
 QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    msg = f"not JSON serialisable: {type(o).__name__}"
-    raise TypeError(msg)
 
 
 def _keyed_uniform(seed: int, stage: str, ids: np.ndarray) -> np.ndarray:
@@ -99,40 +86,36 @@ def dry_run(
         ``arc_snr``, ``target``, ``src_dmag``, ``quality``, ``image_r`` (injected r-band
         stamps, nanomaggies) and ``host_id``; None when no host store exists.
     """
-    from gen5dask.stages.inject import (
-        HOST_VARS,
-        PLAN_DTYPE,
-        ROLE_INJECTION,
-        _spec,
-        host_table,
-        inject_rows,
-        resolve_hosts,
-        sample_id,
-    )
-
     try:
         host_path = resolve_hosts(cfg)
     except StoreError:
         return None
-    hosts, _ = host_table(cfg, host_path, max_hosts=n)
+    hosts, _ = host_table(
+        host_path, aperture_pix=cfg.inject.host_mag_aperture_pix, max_hosts=n
+    )
     if hosts.empty:
         return None
     geom = store_geometry(host_path)
-    plan = np.zeros(len(hosts), dtype=PLAN_DTYPE)
-    plan["host_row"] = hosts["row"].to_numpy()
-    plan["host_id"] = hosts["id"].to_numpy()
-    plan["role"] = ROLE_INJECTION
-    plan["mode"] = MODE_CODES["calibrated"]
-    plan["host_mag_r"] = hosts["host_mag_r"].to_numpy()
-    plan["sample"] = sample_id(plan["host_id"], ROLE_INJECTION, mode=MODE_CODES["calibrated"])
+    plan = calibrated_plan(hosts)
     host = read_samples(host_path, plan["host_row"], HOST_VARS)
     override = None
     if target_override == "loguniform":
         lo, hi = cfg.calibrate.dry_run_snr_range
         u = _keyed_uniform(cfg.seed, "calibrate.dry_run", plan["host_id"])
         override = np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))
-    spec = _spec(cfg, geom["bands"], geom["stamp_size"], target)
-    spec["inject"] = {**spec["inject"], "store_arc": False}
+    icfg = cfg.inject
+    spec = InjectSpec(
+        model=InjectionModel.from_config(icfg),
+        seed=int(cfg.seed),
+        pixscale=float(cfg.pixscale),
+        bands=tuple(geom["bands"]),
+        stamp_size=int(geom["stamp_size"]),
+        target=target,
+        calibrated_dmag_bounds=tuple(float(v) for v in icfg.calibrated_dmag_bounds),
+        poisson=bool(icfg.poisson),
+        gain=float(icfg.gain),
+        store_arc=False,
+    )
     data, summary = inject_rows(host, plan, spec, target_override=override)
     ir = list(geom["bands"]).index("r")
     return {
@@ -235,131 +218,20 @@ def anchors_target(cfg) -> tuple[TargetDistribution, dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# achieved fractions (after inject)
-# ---------------------------------------------------------------------------------------------
-
-
-def calibration_summary(cfg, *, target: TargetDistribution | None = None) -> dict:
-    """Achieved arc_snr fractions of ``train.zarr`` against the target.
-
-    Returns ``n`` (injections with arc_snr >= bins[0]), ``achieved_fractions``,
-    ``n_below_range`` (arc_snr < bins[0]; left out of the fractions), the same three with
-    suffix ``_uncalibrated`` for the uncalibrated mode, ``bound_hits`` ``{"bright", "faint"}`` and
-    ``unattainable``; fractions are None when a mode is absent or the store is incomplete.
-    """
-    from gen5dask.stages.inject import ID_STRIDE, target_distribution
-
-    if target is None:
-        target, _ = target_distribution(cfg)
-    out: dict[str, Any] = {
-        "n": 0,
-        "achieved_fractions": None,
-        "n_below_range": 0,
-        "n_uncalibrated": 0,
-        "achieved_fractions_uncalibrated": None,
-        "n_below_range_uncalibrated": 0,
-        "bound_hits": {"bright": 0, "faint": 0},
-        "unattainable": 0,
-    }
-    path = cfg.layout.train
-    if not is_complete(path):
-        return out
-    tab = read_table(path, ["sample", "host_sample", "kind", "inject_mode", "quality", "arc_snr"])
-    inj = tab["kind"].to_numpy() == "injection"
-    mode = tab["inject_mode"].to_numpy()
-    cal = inj & (mode == "calibrated")
-    unc = inj & (mode == "uncalibrated")
-    snr = tab["arc_snr"].to_numpy(np.float64)
-    if cal.any():
-        fr, n, below = target.fractions_of(snr[cal])
-        out["n"], out["achieved_fractions"], out["n_below_range"] = n, fr.tolist(), below
-        q = tab["quality"].to_numpy()[cal]
-        out["bound_hits"] = {
-            "bright": int((q == "bound_hit_bright").sum()),
-            "faint": int((q == "bound_hit_faint").sum()),
-        }
-        code = tab["sample"].to_numpy(np.int64)[cal] % ID_STRIDE
-        par = draw_injection_params(
-            cfg.inject,
-            seed=cfg.seed,
-            host_ids=tab["host_sample"].to_numpy(np.int64)[cal],
-            replicates=(code - 2) // 2,
-            modes=np.full(code.size, MODE_CODES["calibrated"]),
-            target=target,
-        )
-        ok = q == QUALITY[0]
-        miss = np.abs(snr[cal] / par["target_arc_snr"] - 1.0) > 1e-4
-        out["unattainable"] = int((ok & miss).sum())
-    if unc.any():
-        fr, n, below = target.fractions_of(snr[unc])
-        out["n_uncalibrated"], out["achieved_fractions_uncalibrated"] = n, fr.tolist()
-        out["n_below_range_uncalibrated"] = below
-    return out
-
-
-def plot_calibration(data: dict, path: Path) -> Path:
-    """Bar chart of target vs achieved arc_snr fractions (matplotlib Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    bins = data["bins"]
-    labels = [f"{bins[i]:g}-{bins[i + 1]:g}" for i in range(len(bins) - 1)]
-    x = np.arange(len(labels))
-    series = [("target", data["target_fractions"])]
-    if data.get("achieved_fractions") is not None:
-        series.append((f"calibrated (n={data['n']})", data["achieved_fractions"]))
-    if data.get("achieved_fractions_uncalibrated") is not None:
-        series.append(
-            (f"uncalibrated (n={data['n_uncalibrated']})", data["achieved_fractions_uncalibrated"])
-        )
-    w = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k, (name, vals) in enumerate(series):
-        ax.bar(x + (k - (len(series) - 1) / 2) * w, vals, w, label=name)
-    ax.set_xticks(x, labels)
-    ax.set_xlabel("arc_snr bin (integrated, r band)")
-    ax.set_ylabel("fraction")
-    ax.set_title(f"arc_snr target ({data['source']}) vs achieved")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def record_achieved(cfg, *, target: TargetDistribution | None = None, source: str | None = None):
-    """Update ``calibration.json`` (creating it from the target if absent) with the achieved
-    fractions of ``train.zarr``; redraw the plot. Returns the JSON dict."""
-    path = cfg.layout.calibration_json
-    if path.exists():
-        data = json.loads(path.read_text())
-        target = TargetDistribution(data["bins"], data["target_fractions"])
-    else:
-        if target is None:
-            from gen5dask.stages.inject import target_distribution
-
-            target, source = target_distribution(cfg)
-        data = {
-            "bins": list(target.bins),
-            "target_fractions": list(target.fractions),
-            "source": source or "config",
-            "implied_src_dmag": None,
-        }
-    data.update(calibration_summary(cfg, target=target))
-    _write_json(path, data)
-    if cfg.calibrate.plot:
-        plot_calibration(data, cfg.layout.calibration_dir / "target_vs_achieved.png")
-    return data
-
-
-# ---------------------------------------------------------------------------------------------
 # the stage
 # ---------------------------------------------------------------------------------------------
 
 
+#: what the dry run reads of ``inject``: the laws, the source, rendering, bounds and noise.
+INJECT_KEYS = (
+    *LAW_KEYS, "hosts", "host_mag_aperture_pix", "real_galaxy_catalog",
+    "real_galaxy_image_dir", "real_galaxy_max_size", "real_galaxy_threshold_sigma", "psf_beta",
+    "supersample", "calibrated_dmag_bounds", "poisson", "gain",
+)
+READS = ("calibrate", "seed", "pixscale", *(f"inject.{k}" for k in INJECT_KEYS))
+
+
+@stage("calibrate", reads=READS, after=("simulate", "anchors"))
 def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
     """Write the arc_snr target (and implied src_dmag law) to ``calibration.json``.
 
@@ -380,16 +252,10 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
     del client
     ccfg = cfg.calibrate
     path = cfg.layout.calibration_json
-    prov = provenance_attrs(
-        stage=STAGE,
-        config={"calibrate": ccfg.model_dump(mode="json"), "inject": cfg.inject.model_dump(
-            mode="json"), "seed": cfg.seed},
-        seed=cfg.seed,
-        parents=None,
-    )
+    chash = config_hash({k: config_value(cfg, k) for k in READS})
     if path.exists() and not force:
         old = json.loads(path.read_text())
-        if old.get("config_hash") == prov["config_hash"]:
+        if old.get("config_hash") == chash:
             return path
     relation = None
     if ccfg.target == "plan":
@@ -415,22 +281,29 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
         "source": ccfg.target,
         "implied_src_dmag": implied,
         "proxy_relation": relation,
-        "config_hash": prov["config_hash"],
-        "created": prov["created"],
+        "config_hash": chash,
+        "created": utc_now(),
+        # filled by `inject` once train.zarr is complete (record_achieved)
+        "n": 0,
+        "achieved_fractions": None,
+        "n_below_range": 0,
+        "n_uncalibrated": 0,
+        "achieved_fractions_uncalibrated": None,
+        "n_below_range_uncalibrated": 0,
+        "bound_hits": {"bright": 0, "faint": 0},
+        "unattainable": 0,
     }
-    data.update(calibration_summary(cfg, target=target))
-    _write_json(path, data)
+    write_json(path, data)
     if ccfg.plot:
         plot_calibration(data, cfg.layout.calibration_dir / "target_vs_achieved.png")
     return path
 
 
 __all__ = [
+    "INJECT_KEYS",
+    "READS",
     "anchors_target",
-    "calibration_summary",
     "dry_run",
     "fit_proxy_relation",
-    "plot_calibration",
-    "record_achieved",
     "run_calibrate",
 ]

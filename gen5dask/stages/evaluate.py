@@ -12,7 +12,9 @@ from pathlib import Path
 
 from gen5dask.evaluate.decision import decide
 from gen5dask.evaluate.metrics import arm_metrics_kwargs, compute_arm_metrics
-from gen5dask.evaluate.report import write_metrics_json
+from gen5dask.evaluate.realism import arm_realism_probe
+from gen5dask.evaluate.report import metrics_document
+from gen5dask.stages.declare import stage
 
 
 def arm_names(cfg) -> list[str]:
@@ -27,8 +29,39 @@ def load_scores(cfg, arm: str):
     return read_scores(cfg.layout.scores(arm))
 
 
+def write_metrics_json(path: str | Path, *, metrics: dict, decision: dict,
+                       primary_metric: str) -> Path:
+    """Write :func:`gen5dask.evaluate.report.metrics_document` as strict JSON (no NaN)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    doc = metrics_document(metrics=metrics, decision=decision, primary_metric=primary_metric)
+    p.write_text(json.dumps(doc, indent=1, allow_nan=False))
+    return p
+
+
+def probe_arm(cfg, arm: str, scores) -> dict:
+    """The realism probe of one arm from its scores table and the embeddings in its store."""
+    from gen5dask.train.scoring import read_embeddings
+
+    ev = cfg.evaluate
+    path = cfg.layout.scores(arm)
+    try:
+        ids, emb = read_embeddings(path)
+    except KeyError:
+        return {"auc": None, "reason": f"{path} holds no embeddings (score.embeddings is off)"}
+    if len(ids) != len(scores) or (ids != scores["sample"].to_numpy()).any():
+        msg = f"{path}: embedding rows do not follow the scores table's rows"
+        raise ValueError(msg)
+    return arm_realism_probe(scores, emb, inject_mode=ev.inject_mode,
+                             tiers=tuple(ev.spearman_tiers), n_folds=ev.realism_folds,
+                             seed=int(cfg.seed) + ev.bootstrap_seed_offset,
+                             n_boot=ev.n_bootstrap, conf=ev.conf)
+
+
 def evaluate_arms(cfg) -> dict:
-    """``{arm: compute_arm_metrics(...)}`` for every arm whose scores table exists."""
+    """``{arm: compute_arm_metrics(...)}`` for every arm whose scores table exists (with the
+    realism probe as ``realism_probe`` and ``realism_probe_auc`` when ``evaluate.realism_probe``).
+    """
     metrics = {}
     kwargs = arm_metrics_kwargs(cfg.evaluate, seed=cfg.seed)
     for arm in arm_names(cfg):
@@ -36,17 +69,39 @@ def evaluate_arms(cfg) -> dict:
         if not path.exists():
             print(f"evaluate: no scores for arm {arm!r} ({path}); skipped", file=sys.stderr)
             continue
-        metrics[arm] = compute_arm_metrics(load_scores(cfg, arm), **kwargs)
+        scores = load_scores(cfg, arm)
+        m = compute_arm_metrics(scores, **kwargs)
+        if cfg.evaluate.realism_probe:
+            probe = probe_arm(cfg, arm, scores)
+            m["realism_probe"] = probe
+            m["realism_probe_auc"] = probe.get("auc")
+            m["realism_probe_auc_bootstrap"] = probe.get("auc_bootstrap", [None, None])
+        metrics[arm] = m
     return metrics
 
 
+@stage(
+    "evaluate",
+    reads=("evaluate", "ablation", "seed"),
+    after=("score",),
+)
 def run_evaluate(cfg, client=None, *, force: bool = False) -> Path:
     """Compute metrics and the decision; write ``report/metrics.json``."""
+    return evaluate_and_write(cfg)
+
+
+def evaluate_and_write(cfg, *, mask_resolution: dict | None = None) -> Path:
+    """Metrics of every arm and the decision, written to ``report/metrics.json``.
+
+    ``mask_resolution`` (from the ablation stage) records how ``center_mask: "decision"`` arms
+    were resolved; it is written as ``decision.center_mask_resolution``.
+    """
     metrics = evaluate_arms(cfg)
     if not metrics:
         msg = f"evaluate: no scores tables under {cfg.layout.root / 'scores'}; run `score` first"
         raise FileNotFoundError(msg)
     decision = decide(metrics, cfg.ablation)
+    decision["center_mask_resolution"] = dict(mask_resolution or {})
     path = write_metrics_json(
         cfg.layout.metrics_json,
         metrics=metrics,
@@ -61,4 +116,5 @@ def run_evaluate(cfg, client=None, *, force: bool = False) -> Path:
     return Path(path)
 
 
-__all__ = ["arm_names", "evaluate_arms", "load_scores", "run_evaluate"]
+__all__ = ["arm_names", "evaluate_and_write", "evaluate_arms", "load_scores", "probe_arm",
+           "run_evaluate", "write_metrics_json"]

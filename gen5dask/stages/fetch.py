@@ -8,12 +8,20 @@ validation (FITS, shape, finite pixels) and is written to a temporary file then 
 killed run never leaves a half file; a rerun fetches only rows whose file is missing or invalid.
 Only ``allowed_hosts`` are contacted, also across redirects. Failures go to
 ``<out_dir>/fetch.quarantine.csv`` (id, source, reason, detail, row).
+
+Retries (``fetch.retries``) wait ``backoff_s * 2^attempt`` seconds with full jitter (a uniform
+draw up to that, so many clients do not retry in lock step), or the server's ``Retry-After``
+when it sends one (429/503), capped at 10 minutes -- the policy of urllib3's ``Retry``. It is
+written out here rather than taken from urllib3 because the redirect host check must see every
+hop, which urllib's handler chain gives without another dependency.
 """
 
 from __future__ import annotations
 
+import email.utils
 import io
 import os
+import random
 import threading
 import time
 import urllib.error
@@ -27,12 +35,32 @@ import pandas as pd
 
 from gen5dask import __version__
 from gen5dask.config import Config
+from gen5dask.log import get_logger, progress_bar
+from gen5dask.stages.declare import stage
 from gen5dask.store import fitsio
 from gen5dask.store.catalogs import read_catalog
 from gen5dask.store.fitsio import Rejected
 
 QUARANTINE = "fetch.quarantine.csv"
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER_S = 600.0
+log = get_logger(__name__)
+
+
+def retry_after_s(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), capped at
+    :data:`MAX_RETRY_AFTER_S`; None when absent or unparsable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, min(when.timestamp() - now, MAX_RETRY_AFTER_S))
 
 
 class RateLimiter:
@@ -115,12 +143,15 @@ def _fetch_one(row: dict, ctx: dict) -> tuple[str, str, str]:
     """Download, validate and write one cutout -> ``(status, reason, detail)``."""
     url = row["url"]
     label = url
-    delay = ctx["backoff_s"]
     last: tuple[str, str] = (fitsio.DOWNLOAD_FAILED, "no attempt")
+    wait_s: float | None = None  # the server's Retry-After, when it sent one
     for attempt in range(ctx["retries"] + 1):
         if attempt:
+            cap = ctx["backoff_s"] * 2 ** (attempt - 1)
+            delay = wait_s if wait_s is not None else random.uniform(0.0, cap)  # full jitter
+            log.debug("fetch: retry %d of %s in %.2f s (%s)", attempt, url, delay, last[1])
             time.sleep(delay)
-            delay *= 2
+            wait_s = None
         ctx["limiter"].wait()
         ctx["counter"].append(time.monotonic())
         try:
@@ -137,6 +168,7 @@ def _fetch_one(row: dict, ctx: dict) -> tuple[str, str, str]:
             last = (fitsio.DOWNLOAD_FAILED, f"HTTP {exc.code} {exc.reason}")
             if exc.code not in RETRY_STATUS:
                 break
+            wait_s = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
             continue
         except TimeoutError as exc:
             last = (fitsio.TIMEOUT, f"no answer within {ctx['timeout_s']} s ({exc})")
@@ -155,6 +187,10 @@ def _fetch_one(row: dict, ctx: dict) -> tuple[str, str, str]:
     return "quarantined", last[0], f"{last[1]} after {attempt + 1} attempt(s)"
 
 
+@stage(
+    "fetch",
+    reads=("fetch", "ingest", "seed", "bands", "stamp_size", "pixscale", "chunk_size"),
+)
 def run_fetch(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Download the cutouts of ``cfg.fetch.catalog`` into ``out_dir``; returns ``out_dir``.
 
@@ -215,8 +251,17 @@ def run_fetch(cfg: Config, client=None, *, force: bool = False) -> Path:
         "size": size,
         "pixscale": cfg.pixscale,
     }
-    with ThreadPoolExecutor(max_workers=fc.concurrency) as pool:
-        results = list(pool.map(lambda row: _fetch_one(row, ctx), todo))
+    log.info("fetch: %d to download, %d present (of %d catalogue rows)", len(todo),
+             int((status == "present").sum()), cat.n_rows)
+    with (
+        ThreadPoolExecutor(max_workers=fc.concurrency) as pool,
+        progress_bar(total=len(todo), desc="fetch", unit="cutout",
+                     disable=not cfg.cluster.progress) as bar,
+    ):
+        results = []
+        for res in pool.map(lambda row: _fetch_one(row, ctx), todo):
+            results.append(res)
+            bar.update(1)
     for row, (st, rsn, det) in zip(todo, results, strict=True):
         r = row["row"]
         status[r] = st
@@ -248,4 +293,5 @@ def run_fetch(cfg: Config, client=None, *, force: bool = False) -> Path:
     return out_dir
 
 
-__all__ = ["RateLimiter", "check_url", "convert_response", "run_fetch"]
+__all__ = ["MAX_RETRY_AFTER_S", "RateLimiter", "check_url", "convert_response", "retry_after_s",
+           "run_fetch"]

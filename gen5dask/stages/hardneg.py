@@ -24,6 +24,7 @@ The procedural rings stay in survey.zarr (kind ring) as a diagnostic, never as t
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import pandas as pd
 from gen5dask.config import Config
 from gen5dask.kernels.rng import keys_for, stage_id, uniform
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.store import (
     chunk_bounds,
     create_store,
@@ -360,11 +362,17 @@ def _copy_chunk(index: int, out_path: str, plan_file: str, chunk_size: int) -> d
     return {"index": index, "n": m}
 
 
+@stage(
+    "hardneg",
+    reads=("hardneg", "seed", "chunk_size"),
+    after=("simulate", "anchors",),
+)
 def run_hardneg(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Write ``cfg.layout.hardneg`` (kind hard_negative, label 0, ``subtype``, ``eval_only``).
 
     Resumable: a rerun with the same config and inputs finishes pending chunks only; ``force``
-    rewrites the store. Per-type counts (training / evaluation slice) are store attributes.
+    rewrites the store, and a store made with another config is replaced. Per-type counts
+    (training / evaluation slice) are store attributes.
     """
     out = cfg.layout.hardneg
     plan, paths = build_plan(cfg)
@@ -393,10 +401,15 @@ def run_hardneg(cfg: Config, client=None, *, force: bool = False) -> Path:
         "eval_only_rule": 'uniform(key(seed, "hardneg", sample), 0) < eval_fraction',
     }
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        with store_lock(out):
+            pass  # refuse to replace a store another process is writing
+        if force:
+            shutil.rmtree(out)
     create_store(
         out, n_samples=len(plan), stage="hardneg", config=section, seed=cfg.seed,
         bands=first["bands"], stamp_size=first["stamp_size"], chunk_size=cfg.chunk_size,
-        variables=OUT_VARIABLES, parents=parents, attrs=attrs, overwrite=force,
+        variables=OUT_VARIABLES, parents=parents, attrs=attrs, overwrite=True,
     )
     prov = cfg.layout.root / "hardneg_provenance.csv"
     plan[["sample", "source", "src_store", "src_sample", "subtype", "eval_only", "score",

@@ -15,6 +15,7 @@ from pathlib import Path
 from gen5dask.config import Config
 from gen5dask.provenance import config_hash
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.store import fitsio
 from gen5dask.store import ingest as _ing
 from gen5dask.store.catalogs import file_sha256, read_catalog
@@ -87,6 +88,10 @@ def _label(cfg: Config) -> int:
     return 1 if ic.kind in _ing.LABEL_ONE_KINDS else 0
 
 
+@stage(
+    "ingest",
+    reads=("ingest", "seed", "bands", "stamp_size", "pixscale", "chunk_size"),
+)
 def run_ingest(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Ingest ``cfg.ingest.catalog`` rows from cutouts or bricks into a contract store.
 

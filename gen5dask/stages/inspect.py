@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from gen5dask.provenance import config_hash, utc_now
+from gen5dask.stages.declare import stage
 
 #: Grades the page offers, exactly as ``select_anchors`` reads them.
 GRADES = ("A", "B", "C", "not_a_lens")
@@ -422,6 +423,11 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else ""
 
 
+@stage(
+    "inspect",
+    reads=("inspect", "anchors.visual_grades", "pixscale"),
+    after=("anchors",),
+)
 def run_inspect(cfg, client=None, *, force: bool = False) -> Path:
     """Write the anchor inspection gallery; returns ``cfg.layout.inspect_dir / "gallery.html"``.
 

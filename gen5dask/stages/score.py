@@ -24,6 +24,7 @@ import pandas as pd
 
 from gen5dask.provenance import config_hash, provenance_attrs
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.store import chunk_bounds, fingerprint, is_complete, store_geometry
 from gen5dask.train.dataset import store_table
 
@@ -92,7 +93,7 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
     local = sc.backend == "local"
     device = str(resolve_device(sc.device)) if local else "cpu"
     threads = (sc.torch_threads or os.cpu_count() or 1) if (local or client is None) else 1
-    frames = []
+    frames, embs = [], []
     for name, path in stores.items():
         table = store_table(path)
         kinds = list(sc.survey_kinds) if name == "survey" else None
@@ -100,13 +101,16 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
         geom = store_geometry(path)
         bounds = chunk_bounds(geom["n_samples"], geom["chunk_size"])
         idx = [i for i, (a, b) in enumerate(bounds) if want[a:b].any()]
-        kw = {"kinds": kinds, "batch_size": sc.batch_size, "device": device, "threads": threads}
+        kw = {"kinds": kinds, "batch_size": sc.batch_size, "device": device, "threads": threads,
+              "embeddings": sc.embeddings}
         res = map_chunks(score_chunk, idx, str(path), str(model_path),
                          client=None if local else client, desc=f"score {arm}:{name}",
                          progress=cfg.cluster.progress, **kw)
         rows = np.concatenate([r["row"] for r in res]) if res else np.zeros(0, np.int64)
         scores = np.concatenate([r["score"] for r in res]) if res else np.zeros(0, np.float32)
         sample = np.concatenate([r["sample"] for r in res]) if res else np.zeros(0, np.int64)
+        if sc.embeddings:
+            embs.append(np.concatenate([r["embedding"] for r in res]) if res else None)
         df = scores_table(name, table, rows, scores)
         if not np.array_equal(df["sample"].to_numpy(), sample):
             msg = f"{path}: sample ids of scored rows do not match the table (store changed?)"
@@ -126,11 +130,20 @@ def score_arm(cfg, arm: str, client=None, *, force: bool = False) -> Path | None
         "survey_kinds": json.dumps(list(sc.survey_kinds)), "scores_fingerprint": fp,
         "score_definition": "p_lens = sigmoid(logit) of the selected checkpoint, no augmentation",
     })
-    write_scores(out, df, attrs=attrs)
+    emb = None
+    if sc.embeddings:
+        parts = [e for e in embs if e is not None]
+        emb = np.concatenate(parts) if parts else np.zeros((len(df), 0), np.float32)
+    write_scores(out, df, attrs=attrs, embedding=emb)
     print(f"[score] {arm}: {len(df)} rows -> {out}", file=sys.stderr)
     return out
 
 
+@stage(
+    "score",
+    reads=("score", "ablation.arms", "seed"),
+    after=("train",),
+)
 def run_score(cfg, client=None, *, force: bool = False) -> Path:
     """Score every arm with a model (see module docstring). Returns the scores directory."""
     done = [score_arm(cfg, arm, client, force=force) for arm in _arms(cfg)]

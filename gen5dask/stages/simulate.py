@@ -28,9 +28,12 @@ from pathlib import Path
 import pandas as pd
 
 from gen5dask.config import Config
+from gen5dask.injection.laws import LAW_KEYS
+from gen5dask.injection.spec import InjectionModel
 from gen5dask.sim import survey
 from gen5dask.sim.populations import anchor_mag_offset
 from gen5dask.stages._chunks import map_chunks
+from gen5dask.stages.declare import stage
 from gen5dask.store import (
     create_store,
     finalize_store,
@@ -54,6 +57,8 @@ def effective_config(cfg: Config) -> dict:
         "stamp_size": int(cfg.stamp_size),
         "bands": list(cfg.bands),
         "pixscale": float(cfg.pixscale),
+        **({"inject": cfg.inject.model_dump(mode="json")}
+           if cfg.simulate.anchor_model == "injection" else {}),
     }
 
 
@@ -70,6 +75,8 @@ def make_context(cfg: Config) -> survey.Context:
     return survey.Context(
         sim=sim, seed=int(cfg.seed), bands=tuple(cfg.bands), stamp_size=int(cfg.stamp_size),
         pixscale=float(cfg.pixscale), anchor_dm=dm, lenscat=lenscat,
+        anchor_injection=(InjectionModel.from_config(cfg.inject)
+                          if sim.anchor_model == "injection" else None),
     )
 
 
@@ -112,6 +119,19 @@ def write_lists(cfg: Config, ctx: survey.Context) -> dict[str, Path]:
     return out
 
 
+#: what ``anchor_model: injection`` reads of ``inject``: the laws, source and renderer.
+INJECTION_MODEL_KEYS = (
+    *LAW_KEYS, "real_galaxy_catalog", "real_galaxy_image_dir", "real_galaxy_max_size",
+    "real_galaxy_threshold_sigma", "psf_beta", "supersample",
+)
+
+
+@stage(
+    "simulate",
+    reads=("simulate", "seed", "stamp_size", "bands", "pixscale", "chunk_size"),
+    reads_when=(("simulate.anchor_model", "injection",
+                 tuple(f"inject.{k}" for k in INJECTION_MODEL_KEYS)),),
+)
 def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Simulate the mock survey into ``cfg.layout.survey``; resumable and idempotent.
 
@@ -129,22 +149,23 @@ def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
     -------
     Path
         The survey store. A complete store with the same effective config is returned as is; a
-        partial one resumes its pending chunks; one with another config is an error unless
-        ``force``.
+        partial one resumes its pending chunks; one with another config is replaced (as is any
+        with ``force``).
     """
     sim = cfg.simulate
     path = Path(cfg.layout.survey)
     plan = survey.SurveyPlan.from_config(sim)
     eff = effective_config(cfg)
-    if force and path.exists():
+    if path.exists():
         with store_lock(path):
-            pass  # refuse to delete a store another process is writing
-        shutil.rmtree(path)
-    variables = ["tier", "subtype", "host_mag_r"] + (["arc"] if sim.store_arc else [])
+            pass  # refuse to delete or replace a store another process is writing
+        if force:
+            shutil.rmtree(path)
+    variables = ["tier", "subtype", "host_mag_r", "snr_opt"] + (["arc"] if sim.store_arc else [])
     create_store(
         path, n_samples=plan.n_samples, stage=STAGE, config=eff, seed=cfg.seed,
         bands=tuple(cfg.bands), stamp_size=cfg.stamp_size, chunk_size=cfg.chunk_size,
-        variables=variables, overwrite=False,
+        variables=variables, overwrite=True,  # another config: replaced, never an error
     )
     ctx = make_context(cfg)
     lists = write_lists(cfg, ctx)

@@ -42,6 +42,7 @@ from gen5dask.regions import (
     nuniq_to_cell,
     region_histograms,
 )
+from gen5dask.stages.declare import stage
 from gen5dask.store import fingerprint, is_complete, read_table, store_geometry, write_columns
 from gen5dask.store.zarrstore import store_lock
 
@@ -137,7 +138,7 @@ def compute_split(rows: pd.DataFrame, cfg: Config, *,
     Pure given the table (no I/O): used by :func:`run_split` and by tests.
     """
     sc = cfg.split
-    rows = rows.copy()
+    rows = rows.copy(deep=False)  # new columns only: the caller's table is not modified
     group = group_rows(rows, host_store=host_store, dup_radius_arcsec=sc.dup_radius_arcsec)
     rows["group"] = group
     ng = int(group.max()) + 1 if len(group) else 0
@@ -168,19 +169,42 @@ def compute_split(rows: pd.DataFrame, cfg: Config, *,
     return rows, res
 
 
+def region_bricks(region: np.ndarray, brickname: np.ndarray) -> dict[int, list[str]]:
+    """Sorted distinct brick names of each region (``{region: [name, ...]}``).
+
+    Factorises the names once and deduplicates ``(region, brick)`` pairs with integer codes
+    (no per-row Python); the same lists as a per-region ``sorted(set(...))``.
+    """
+    codes, names = pd.factorize(pd.Series(brickname).astype(str), sort=True)
+    regs, rinv = np.unique(np.asarray(region, dtype=np.int64), return_inverse=True)
+    nn = max(len(names), 1)
+    key = np.unique(rinv.ravel().astype(np.int64) * nn + codes)
+    names = np.asarray(names, dtype=object)
+    out: dict[int, list[str]] = {}
+    if key.size == 0:
+        return out
+    rk, ck = key // nn, key % nn
+    cut = np.flatnonzero(np.diff(rk)) + 1
+    for r_idx, c_idx in zip(np.split(rk, cut), np.split(ck, cut), strict=True):
+        out[int(regs[r_idx[0]])] = [str(x) for x in names[c_idx]]
+    return out
+
+
 def split_summary(rows: pd.DataFrame, res: dict, cfg: Config) -> tuple[dict, dict]:
     """``(summary, regions)`` JSON-ready dicts for a computed split."""
     total = len(rows)
-    sizes = {s: int((rows["split"] == s).sum()) for s in SPLIT_NAMES}
-    per_store = {
-        name: {s: int((g["split"] == s).sum()) for s in SPLIT_NAMES}
-        for name, g in rows.groupby("store", sort=False)
-    }
-    ks = {p: ks_report(rows[p].to_numpy(np.float64), rows["split"].to_numpy())
+    split_arr = rows["split"].to_numpy().astype(str)
+    store_arr = rows["store"].to_numpy().astype(str)
+    sizes = {s: int(np.count_nonzero(split_arr == s)) for s in SPLIT_NAMES}
+    per_store = {}
+    for name in pd.unique(store_arr):  # stores in order of appearance, as groupby(sort=False)
+        sel = split_arr[store_arr == name]
+        per_store[str(name)] = {s: int(np.count_nonzero(sel == s)) for s in SPLIT_NAMES}
+    ks = {p: ks_report(rows[p].to_numpy(np.float64), split_arr)
           for p in cfg.split.proxies if p in rows}
-    train_rows = rows[rows["store"] == "train"]
-    ks_train = {p: ks_report(train_rows[p].to_numpy(np.float64), train_rows["split"].to_numpy())
-                for p in cfg.split.proxies if p in rows} if len(train_rows) else {}
+    is_train = store_arr == "train"
+    ks_train = {p: ks_report(rows[p].to_numpy(np.float64)[is_train], split_arr[is_train])
+                for p in cfg.split.proxies if p in rows} if is_train.any() else {}
     reg = res["split"]
     by_split = {s: sorted(r for r, v in reg.items() if v == s) for s in SPLIT_NAMES}
     shares = {r: w / max(total, 1) for r, w in res["region_weights"].items()}
@@ -209,7 +233,7 @@ def split_summary(rows: pd.DataFrame, res: dict, cfg: Config) -> tuple[dict, dic
     uniq = np.asarray(sorted(reg), dtype=np.int64)
     nside, ipix = nuniq_to_cell(uniq)
     cra, cdec = cell_centres(uniq)
-    bricks = rows.groupby("region")["brickname"].agg(lambda s: sorted(set(map(str, s))))
+    bricks = region_bricks(rows["region"].to_numpy(np.int64), rows["brickname"].to_numpy())
     regions = {
         str(int(r)): {
             "split": reg[int(r)],
@@ -259,6 +283,11 @@ def _inputs_hash(stores: dict[str, Path]) -> str:
     return config_hash({k: fingerprint(p) for k, p in stores.items()})
 
 
+@stage(
+    "split",
+    reads=("split", "inject.hosts", "seed", "chunk_size"),
+    after=("inject", "anchors", "hardneg",),
+)
 def run_split(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Assign regions and splits to every store; returns ``cfg.layout.split_dir``.
 
@@ -311,6 +340,7 @@ __all__ = [
     "group_rows",
     "host_store_name",
     "load_rows",
+    "region_bricks",
     "region_map_png",
     "run_split",
     "split_summary",

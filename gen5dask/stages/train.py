@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from gen5dask import gates as gates_mod
+from gen5dask.stages.declare import stage
 from gen5dask.store import StoreError, is_complete
 
 
@@ -61,9 +62,19 @@ def selected_arms(cfg) -> list:
             msg = f"train.arms: unknown arm(s) {unknown}; ablation.arms has {sorted(names)}"
             raise ValueError(msg)
         arms = [a for a in arms if a.name in set(cfg.train.arms)]
+    waiting = [a.name for a in arms if a.center_mask == "decision"]
+    if waiting:
+        msg = (f"train: arm(s) {waiting} have center_mask: decision, which the centre-masked "
+               "ablation resolves; run `gen5dask ablation` (or set center_mask true/false)")
+        raise ValueError(msg)
     return arms
 
 
+@stage(
+    "train",
+    reads=("train", "ablation.arms", "gates", "seed", "bands", "stamp_size", "pixscale"),
+    after=("audit",),
+)
 def run_train(cfg, client=None, *, force: bool = False) -> Path:
     """Train every selected arm (see module docstring). Returns ``cfg.layout.models_dir``.
 
@@ -71,7 +82,7 @@ def run_train(cfg, client=None, *, force: bool = False) -> Path:
     """
     import torch
 
-    from gen5dask.train.trainer import _store_parents, arm_fingerprint, train_arm
+    from gen5dask.train.trainer import arm_fingerprint, store_parents, train_arm
 
     if not is_complete(cfg.layout.train):
         msg = f"{cfg.layout.train}: missing or incomplete; run inject and split first"
@@ -83,7 +94,7 @@ def run_train(cfg, client=None, *, force: bool = False) -> Path:
     layout.models_dir.mkdir(parents=True, exist_ok=True)
     for arm in selected_arms(cfg):
         out = layout.model(arm.name)
-        fp = arm_fingerprint(cfg, arm, _store_parents(cfg, arm))
+        fp = arm_fingerprint(cfg, arm, store_parents(cfg, arm))
         if force:
             if rank == 0:
                 shutil.rmtree(layout.checkpoint_dir(arm.name), ignore_errors=True)

@@ -132,11 +132,28 @@ def _read_csv(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray
     return cols, bad, detail
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def require_parquet_engine(path: str | Path) -> None:
+    """Raise a clear error when ``path`` is a Parquet file and pyarrow (the ``parquet`` extra)
+    is not installed; a no-op for other formats."""
+    import importlib.util
+
+    if str(path).lower().endswith(PARQUET_SUFFIXES) and importlib.util.find_spec("pyarrow") is None:
+        msg = (
+            f"catalogue {path} is Parquet, which needs pyarrow: pip install 'gen5dask[parquet]' "
+            "(or convert it to CSV / FITS)"
+        )
+        raise ValueError(msg)
+
+
 def _read_table(path: Path) -> dict[str, np.ndarray]:
     from astropy.table import Table
 
     name = path.name.lower()
-    fmt = "parquet" if name.endswith((".parquet", ".pq")) else None
+    fmt = "parquet" if name.endswith(PARQUET_SUFFIXES) else None
+    require_parquet_engine(path)
     try:
         tab = Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as exc:  # noqa: BLE001 - report any reader failure with the file name
@@ -340,4 +357,11 @@ def read_catalog(
     return cat
 
 
-__all__ = ["Catalog", "file_sha256", "read_catalog", "sample_id_for"]
+__all__ = [
+    "PARQUET_SUFFIXES",
+    "Catalog",
+    "file_sha256",
+    "read_catalog",
+    "require_parquet_engine",
+    "sample_id_for",
+]

@@ -107,9 +107,7 @@ def prepare_staging(staging: str | Path, cat: Catalog, tasks: list[np.ndarray], 
         if old.get("key") == key and old.get("format") == STAGING_FORMAT:
             return
     if staging.exists():
-        for child in staging.iterdir():
-            if child.name == "_gen5dask":  # keep the lock file we hold
-                continue
+        for child in staging.iterdir():  # the lock we hold lives outside (store_workdir)
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     (staging / "catalog").mkdir(parents=True, exist_ok=True)
     c = staging / "catalog"

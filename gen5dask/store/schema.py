@@ -1,10 +1,13 @@
 """The store contract (DESIGN §3): variable names, dims, dtypes, units and string legends.
 
 String-valued variables (``kind``, ``split``, ``tier``, ``subtype``, ``inject_mode``,
-``quality``) are stored as small integer codes with CF ``flag_values`` / ``flag_meanings``
-attributes, because Zarr v3 has no stable fixed-width string type; :func:`gen5dask.store.open_store`
-decodes them to strings. ``brickname`` (``RRRRpDDD``) is stored as an exact int32 code
-(:func:`encode_brickname`). The ``band`` coordinate is rebuilt from the ``bands`` attribute.
+``quality``, ``brickname``) are stored as Zarr v3 variable-length UTF-8 strings (the ``string``
+data type), so plain ``xr.open_zarr`` gives strings. The legends below are the allowed values
+of each coded variable: writers validate against them, and the fast numeric view
+(``read_samples(..., decode=False)``) maps strings to their index in the legend (int8 codes;
+``brickname`` to the exact int32 code of :func:`encode_brickname`). ``band`` is a string
+coordinate. Stores of the first layout (int8 codes with a ``gen5dask_legend`` attribute) still
+open and decode.
 """
 
 from __future__ import annotations
@@ -17,21 +20,39 @@ SAMPLE = "sample"
 BAND = "band"
 
 
+#: dtype of string variables (Zarr v3 variable-length UTF-8, ``string`` data type)
+STRING = "str"
+
+
 @dataclass(frozen=True)
 class Var:
-    """One contract variable."""
+    """One contract variable (``dtype`` is a numpy dtype string, or :data:`STRING`)."""
 
     dims: tuple[str, ...]
     dtype: str
     units: str
     description: str
-    legend: tuple[str, ...] | None = None  # for coded string variables
+    legend: tuple[str, ...] | None = None  # allowed values of a coded string variable
+
+    @property
+    def is_string(self) -> bool:
+        """Stored as variable-length strings."""
+        return self.dtype == STRING
+
+    @property
+    def code_dtype(self) -> str:
+        """dtype of the numeric view (``decode=False``): int8 legend index, int32 brick code."""
+        if self.legend is not None:
+            return "i1"
+        if self.is_string:
+            return "i4"
+        return self.dtype
 
     @property
     def fill(self):
         """Value of a not-yet-written element."""
-        if self.legend is not None:
-            return 0
+        if self.is_string:
+            return ""
         if self.dtype.startswith("f"):
             return np.nan
         if self.dtype == "i8" and self.units == "id":
@@ -103,11 +124,11 @@ VARIABLES: dict[str, Var] = {
     "maskbits": Var((_S, _Y, _X), "i4", "1", "DR10 MASKBITS"),
     "ra": Var((_S,), "f8", "deg", "right ascension (ICRS)"),
     "dec": Var((_S,), "f8", "deg", "declination (ICRS)"),
-    "brickname": Var((_S,), "i4", "brickcode", "DR10 brick name, exact int code (RRRRpDDD)"),
+    "brickname": Var((_S,), STRING, "", "DR10 brick name (RRRRpDDD)"),
     "region": Var((_S,), "i4", "1", "sky-region id (-1 = not assigned)"),
-    "split": Var((_S,), "i1", "1", "train / val / test / ''", SPLITS),
+    "split": Var((_S,), STRING, "", "train / val / test / '' (not assigned)", SPLITS),
     "label": Var((_S,), "i1", "1", "1 lens, 0 non-lens"),
-    "kind": Var((_S,), "i1", "1", "population", KINDS),
+    "kind": Var((_S,), STRING, "", "population", KINDS),
     "psfsize": Var((_S, _B), "f4", "arcsec", "PSF FWHM"),
     "psfdepth": Var((_S, _B), "f4", "mag", "5-sigma point-source depth (AB)"),
     "host_sample": Var((_S,), "i8", "id", "host cutout id of an injection (-1 otherwise)"),
@@ -116,15 +137,18 @@ VARIABLES: dict[str, Var] = {
 
 OPTIONAL: dict[str, Var] = {
     "arc": Var((_S, _B, _Y, _X), "f4", "nanomaggy", "noise-free injected arc (diagnostic)"),
-    "tier": Var((_S,), "i1", "1", "anchor tier", TIERS),
-    "subtype": Var((_S,), "i1", "1", "sub-population (e.g. hard-negative morphology)", SUBTYPES),
-    "inject_mode": Var((_S,), "i1", "1", "injection brightness mode", INJECT_MODES),
+    "tier": Var((_S,), STRING, "", "anchor tier", TIERS),
+    "subtype": Var((_S,), STRING, "", "sub-population (e.g. hard-negative morphology)", SUBTYPES),
+    "inject_mode": Var((_S,), STRING, "", "injection brightness mode", INJECT_MODES),
     "eval_only": Var((_S,), "i1", "1", "1 = evaluation slice, never used for training"),
-    "quality": Var((_S,), "i1", "1", "per-sample quality reason", QUALITY),
+    "quality": Var((_S,), STRING, "", "per-sample quality reason", QUALITY),
     "host_mag_r": Var((_S,), "f4", "mag", "host (deflector) r magnitude (AB)"),
     "visibility": Var((_S,), "f4", "1", "arc visibility proxy (annulus residual S/N)"),
     "core_brightness": Var((_S,), "f4", "nanomaggy", "median r-band flux at r < 8 px"),
     "src_index": Var((_S,), "i8", "id", "real-galaxy catalogue row of the source (-1 if none)"),
+    "snr_opt": Var((_S,), "f4", "1",
+                   "matched-filter S/N of the noise-free arc, sqrt(sum a^2 invvar) over good "
+                   "pixels of all bands (NaN if no arc)"),
 }
 
 ALL_VARIABLES: dict[str, Var] = {**VARIABLES, **OPTIONAL}
@@ -146,25 +170,24 @@ CONVENTIONS = {
 
 
 def encode_codes(name: str, values) -> np.ndarray:
-    """Encode strings of coded variable ``name`` to int8 codes; unknown values raise."""
+    """Encode strings of coded variable ``name`` to int8 codes (legend index); unknown values
+    raise. Integer input is range-checked and returned as int8."""
     legend = CODED[name]
-    lookup = {s: i for i, s in enumerate(legend)}
     vals = np.asarray(values)
     if vals.dtype.kind in "iu":
         if vals.size and (vals.min() < 0 or vals.max() >= len(legend)):
             msg = f"variable {name!r}: code out of range 0..{len(legend) - 1}"
             raise ValueError(msg)
         return vals.astype("i1")
-    out = np.empty(vals.shape, dtype="i1")
-    flat = vals.reshape(-1)
-    oflat = out.reshape(-1)
-    for i, s in enumerate(flat):
-        try:
-            oflat[i] = lookup[str(s)]
-        except KeyError:
-            msg = f"variable {name!r}: unknown value {s!r}; allowed: {list(legend)}"
-            raise ValueError(msg) from None
-    return out
+    import pandas as pd
+
+    flat = as_unicode(vals.reshape(-1))
+    codes = pd.Index(legend).get_indexer(flat)
+    if codes.size and codes.min() < 0:
+        bad = flat[np.flatnonzero(codes < 0)[0]]
+        msg = f"variable {name!r}: unknown value {str(bad)!r}; allowed: {list(legend)}"
+        raise ValueError(msg)
+    return codes.astype("i1").reshape(vals.shape)
 
 
 def decode_codes(name: str, codes) -> np.ndarray:
@@ -173,17 +196,59 @@ def decode_codes(name: str, codes) -> np.ndarray:
     return legend[np.asarray(codes, dtype=np.int64)]
 
 
+def as_unicode(values) -> np.ndarray:
+    """Any string array (numpy ``StringDType`` as zarr returns it, object, ``U``) as ``U``."""
+    vals = np.asarray(values)
+    if vals.dtype.kind == "U":
+        return vals
+    if vals.dtype.kind == "T":
+        width = int(np.strings.str_len(vals).max()) if vals.size else 1
+        return vals.astype(f"U{max(width, 1)}")
+    return vals.astype(str)
+
+
+def to_strings(name: str, values) -> np.ndarray:
+    """Validated numpy ``U`` strings of string variable ``name`` from strings or codes."""
+    var = ALL_VARIABLES[name]
+    vals = np.asarray(values)
+    if var.legend is not None:
+        if vals.dtype.kind in "iu":
+            return decode_codes(name, encode_codes(name, vals))
+        vals = as_unicode(vals)
+        encode_codes(name, vals)  # validates against the legend
+        return vals
+    if vals.dtype.kind in "iu":  # brickname codes
+        return decode_brickname(vals)
+    vals = as_unicode(vals)
+    encode_brickname(vals)  # validates the RRRRpDDD form
+    return vals
+
+
+def to_codes(name: str, values) -> np.ndarray:
+    """The numeric view of string variable ``name``: int8 legend codes, int32 brick codes."""
+    if ALL_VARIABLES[name].legend is not None:
+        return encode_codes(name, values)
+    vals = np.asarray(values)
+    return vals.astype("i4") if vals.dtype.kind in "iu" else encode_brickname(vals)
+
+
 def encode_brickname(names) -> np.ndarray:
     """``RRRRpDDD`` -> int32: RRRR * 10000 + (5000 if 'm' else 0) + DDD (exact, reversible)."""
-    arr = np.asarray(names).reshape(-1)
-    out = np.empty(arr.shape, dtype="i4")
-    for i, s in enumerate(arr):
-        s = str(s)
-        if len(s) != 8 or s[4] not in "pm" or not (s[:4].isdigit() and s[5:].isdigit()):
-            msg = f"brickname {s!r} is not of the form RRRRpDDD / RRRRmDDD"
-            raise ValueError(msg)
-        out[i] = int(s[:4]) * 10000 + (5000 if s[4] == "m" else 0) + int(s[5:])
-    return out.reshape(np.shape(names))
+    # one spare character, so that a longer name fails the length check below
+    arr = as_unicode(np.asarray(names).reshape(-1)).astype("U9")
+    chars = arr.view("U1").reshape(arr.size, 9) if arr.size else np.zeros((0, 9), "U1")
+    digits = np.char.isdigit(chars[:, [0, 1, 2, 3, 5, 6, 7]]).all(axis=1)
+    ok = (np.char.str_len(arr) == 8) & np.isin(chars[:, 4], ["p", "m"]) & digits
+    if not ok.all():
+        s = arr[np.flatnonzero(~ok)[0]]
+        msg = f"brickname {str(s)!r} is not of the form RRRRpDDD / RRRRmDDD"
+        raise ValueError(msg)
+    num = np.char.add(np.char.add(chars[:, 0], chars[:, 1]), np.char.add(chars[:, 2], chars[:, 3]))
+    den = np.char.add(np.char.add(chars[:, 5], chars[:, 6]), chars[:, 7])
+    out = num.astype(np.int64) * 10000 + np.where(chars[:, 4] == "m", 5000, 0) + den.astype(
+        np.int64
+    )
+    return out.astype("i4").reshape(np.shape(names))
 
 
 def decode_brickname(codes) -> np.ndarray:
@@ -232,15 +297,19 @@ __all__ = [
     "QUALITY",
     "REQUIRED",
     "SAMPLE",
+    "STRING",
     "SPLITS",
     "SUBTYPES",
     "TIERS",
     "TRUTH_VARS",
     "VARIABLES",
     "Var",
+    "as_unicode",
     "brickname_for",
     "decode_brickname",
     "decode_codes",
     "encode_brickname",
     "encode_codes",
+    "to_codes",
+    "to_strings",
 ]

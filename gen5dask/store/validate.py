@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gen5dask.store.schema import ALL_VARIABLES, REQUIRED, SAMPLE
+from gen5dask.store.schema import ALL_VARIABLES, REQUIRED, SAMPLE, as_unicode
 from gen5dask.store.zarrstore import (
     StoreError,
     chunk_bounds,
@@ -75,7 +75,10 @@ def validate(path: str | Path, *, check_pixels: bool = True) -> list[str]:
             dims = tuple(arr.metadata.dimension_names or ())
             if dims != var.dims:
                 problems.append(f"{name}: dims {dims} != {var.dims}")
-            if np.dtype(arr.dtype) != np.dtype(var.dtype):
+            if var.is_string:
+                if np.dtype(arr.dtype).kind not in "TOU":
+                    problems.append(f"{name}: dtype {arr.dtype} is not a string type")
+            elif np.dtype(arr.dtype) != np.dtype(var.dtype):
                 problems.append(f"{name}: dtype {arr.dtype} != {var.dtype}")
             if arr.shape[0] != n:
                 problems.append(f"{name}: length {arr.shape[0]} != n_samples {n}")
@@ -91,6 +94,11 @@ def validate(path: str | Path, *, check_pixels: bool = True) -> list[str]:
         for name in ("kind", "split", "label"):
             vals = root[name][:]
             legend = ALL_VARIABLES[name].legend
+            if np.asarray(vals).dtype.kind in "TOU":
+                bad = sorted(set(np.unique(as_unicode(vals)).tolist()) - set(legend or ()))
+                if bad:
+                    problems.append(f"{name}: values {bad[:5]} outside {list(legend or ())}")
+                continue
             hi = len(legend) - 1 if legend else 1
             if vals.size and (vals.min() < 0 or vals.max() > hi):
                 problems.append(f"{name}: values outside 0..{hi}")

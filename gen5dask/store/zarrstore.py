@@ -1,13 +1,27 @@
 """Create, write (resumably), open, append to and validate contract stores (DESIGN §3).
 
-A store is a Zarr v3 group that ``xr.open_zarr`` opens: every array carries
-``dimension_names`` and units; it is chunked along ``sample`` only, with consolidated metadata.
+A store is a Zarr v3 group that plain ``xr.open_zarr`` opens without a warning: every array
+carries ``dimension_names``, ``units`` and ``long_name``; string variables are Zarr v3
+variable-length strings; ``sample`` and ``band`` are dimension coordinates and ``ra``/``dec``
+coordinates (CF ``coordinates`` attribute); chunked along ``sample`` only, with consolidated
+metadata.
 
-Writes are resumable and atomic per chunk: the writer of chunk ``i`` writes every variable's
-slice and only then drops a completion marker ``_gen5dask/done/<i>``. Completion is read from the
-markers, never inferred from chunk files, so a write killed half-way leaves that chunk pending
-and a rerun rewrites it in full. The process that drives a write holds an exclusive lock
-(``_gen5dask/lock``); a second writer gets :class:`StoreLockedError` instead of corrupting it.
+Bookkeeping lives where Zarr expects it:
+
+* ``_gen5dask/`` is a Zarr sub-group (``xr.open_zarr`` of the store ignores it): its attributes
+  hold the manifest (geometry, variables, config hash) and its ``done`` array (one uint8 per
+  sample chunk, one Zarr chunk each) records completion. Writes are resumable and atomic per
+  chunk: the writer of chunk ``i`` writes every variable's slice and only then sets
+  ``done[i] = 1`` (zarr writes each chunk file atomically). Completion is read from ``done``,
+  never inferred from data chunks, so a write killed half-way leaves that chunk pending and a
+  rerun rewrites it in full.
+* The exclusive writer lock and stage scratch files live in a sibling work directory outside
+  the store, ``.<name>.gen5dask/`` (:func:`store_workdir`): the lock (``lock``) survives a
+  rebuild of the store, and nothing foreign sits inside the Zarr hierarchy. A second writer
+  gets :class:`StoreLockedError` instead of corrupting the store.
+
+Stores of the first layout (``_gen5dask/manifest.json`` and marker files, strings as int8
+codes) still open and decode for reading; writing to them asks for a rebuild.
 """
 
 from __future__ import annotations
@@ -31,10 +45,13 @@ from zarr.codecs import BloscCodec
 
 from gen5dask.provenance import provenance_attrs, utc_now
 from gen5dask.store import schema
-from gen5dask.store.schema import ALL_VARIABLES, CODED, REQUIRED, SAMPLE, Var
+from gen5dask.store.schema import ALL_VARIABLES, REQUIRED, SAMPLE, Var
 
 STATE = "_gen5dask"
+DONE = f"{STATE}/done"
+LAYOUT = 2
 DEFAULT_CHUNK = 256
+_SAMPLE_VAR = Var((SAMPLE,), "i8", "id", "unique, stable sample id")
 
 
 class StoreError(ValueError):
@@ -45,12 +62,28 @@ class StoreLockedError(RuntimeError):
     """Another process is writing this store."""
 
 
+def consolidate(path: str | Path) -> None:
+    """Write consolidated metadata (what lets ``xr.open_zarr`` open the store in one read).
+
+    zarr-python notes on every consolidation that consolidated metadata is not yet part of the
+    Zarr v3 specification (it is zarr-python's and xarray's convention); that notice is about
+    our choice, addressed to us as writers, so it is silenced here -- and only here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Consolidated metadata is currently not part", category=UserWarning
+        )
+        zarr.consolidate_metadata(str(path))
+
+
 @contextlib.contextmanager
 def quiet_zarr() -> Iterator[None]:
-    """Silence zarr's consolidated-metadata warnings (keep users' output clean)."""
+    """Kept for callers of the first layout: silences zarr's consolidated-metadata notice.
+
+    Stores of the current layout open without warnings; prefer :func:`consolidate`.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
         warnings.filterwarnings("ignore", message=f".*Object at {STATE}.*not recognized.*")
         yield
 
@@ -63,16 +96,61 @@ def chunk_bounds(n_samples: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + chunk_size, n_samples)) for a in range(0, n_samples, chunk_size)]
 
 
-def _state_dir(path: Path) -> Path:
+def store_workdir(path: str | Path) -> Path:
+    """The sibling work directory of a store (``<parent>/.<name>.gen5dask/``): the writer lock
+    and stage scratch files (e.g. inject's plan), kept outside the Zarr hierarchy. Created."""
+    path = Path(path)
+    work = path.parent / f".{path.name}.gen5dask"
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _legacy_state(path: Path) -> Path:
     return Path(path) / STATE
 
 
+def _is_legacy(path: Path) -> bool:
+    return (_legacy_state(path) / "manifest.json").exists()
+
+
+def _legacy_message(path: Path) -> str:
+    return (
+        f"{path} was written by an older gen5dask (strings as int8 codes, bookkeeping in "
+        f"{STATE}/manifest.json); it can be read, not written: rerun the stage that wrote it "
+        "with --force to rebuild it in the current layout"
+    )
+
+
 def _manifest(path: Path) -> dict:
-    f = _state_dir(path) / "manifest.json"
-    if not f.exists():
-        msg = f"{path}: not a gen5dask store (no {STATE}/manifest.json)"
-        raise StoreError(msg)
-    return json.loads(f.read_text())
+    path = Path(path)
+    meta = path / STATE / "zarr.json"
+    if meta.exists():
+        try:
+            attrs = json.loads(meta.read_text()).get("attributes", {})
+        except (OSError, ValueError) as exc:
+            msg = f"{path}: unreadable store manifest {meta}: {exc}"
+            raise StoreError(msg) from None
+        if "manifest" in attrs:
+            return attrs["manifest"]
+    if _is_legacy(path):
+        return json.loads((_legacy_state(path) / "manifest.json").read_text())
+    if not path.exists():
+        msg = f"store {path} does not exist"
+    else:
+        msg = f"{path}: not a gen5dask store (no {STATE} manifest)"
+    raise StoreError(msg)
+
+
+def _writable_manifest(path: Path) -> dict:
+    if _is_legacy(path) and not (Path(path) / STATE / "zarr.json").exists():
+        raise StoreError(_legacy_message(path))
+    return _manifest(path)
+
+
+def _save_manifest(path: Path, man: Mapping[str, Any]) -> None:
+    """Rewrite the manifest (sub-group attributes; atomic file replace by zarr)."""
+    grp = zarr.open_group(str(path), mode="r+", use_consolidated=False)[STATE]
+    grp.attrs.put({"manifest": dict(man), "layout": LAYOUT})
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -95,23 +173,37 @@ def _shape(var: Var, n: int, nband: int, stamp: int) -> tuple[int, ...]:
     return tuple(sizes[d] for d in var.dims)
 
 
-def _var_attrs(var: Var) -> dict:
-    attrs: dict[str, Any] = {"units": var.units, "long_name": var.description}
+def _var_attrs(name: str, var: Var) -> dict:
+    attrs: dict[str, Any] = {"long_name": var.description}
+    if var.units:  # CF: string variables carry no units
+        attrs["units"] = var.units
     if var.legend is not None:
-        attrs["flag_values"] = list(range(len(var.legend)))
-        attrs["flag_meanings"] = " ".join(s if s else "none" for s in var.legend)
-        attrs["gen5dask_legend"] = list(var.legend)
-    if var.units == "brickcode":
-        attrs["gen5dask_encoding"] = "brickcode: RRRR*10000 + (5000 if m) + DDD"
+        attrs["allowed_values"] = list(var.legend)
+    if SAMPLE in var.dims and name not in ("ra", "dec", SAMPLE):
+        attrs["coordinates"] = "ra dec"  # CF: ra/dec become coordinates in xarray
     return attrs
+
+
+def _create_array(root, name: str, var: Var, shape: tuple[int, ...], chunks, comp=None):
+    kw = {"compressors": comp} if comp is not None and not var.is_string else {}
+    return root.create_array(
+        name,
+        shape=shape,
+        chunks=chunks,
+        dtype=str if var.is_string else var.dtype,
+        fill_value=var.fill,
+        dimension_names=var.dims,
+        attributes=_var_attrs(name, var),
+        **kw,
+    )
 
 
 @contextlib.contextmanager
 def store_lock(path: str | Path) -> Iterator[None]:
-    """Hold the exclusive writer lock of a store (``fcntl.flock``; local and most POSIX FS)."""
-    state = _state_dir(Path(path))
-    state.mkdir(parents=True, exist_ok=True)
-    fh = open(state / "lock", "a+")  # noqa: SIM115
+    """Hold the exclusive writer lock of a store (``fcntl.flock`` on ``<workdir>/lock``; local
+    and most POSIX file systems). The lock file sits outside the store, so rebuilding the store
+    under the lock keeps it held."""
+    fh = open(store_workdir(path) / "lock", "a+")  # noqa: SIM115
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -188,12 +280,15 @@ def create_store(
             old = _manifest(path)
         except StoreError:
             old = None
-        if old is not None and all(old.get(k) == v for k, v in geometry.items()):
+        legacy = _is_legacy(path)
+        if not legacy and old is not None and all(old.get(k) == v for k, v in geometry.items()):
             return path  # resume
         if not overwrite:
             msg = (
-                f"{path} exists with a different configuration (or is not a gen5dask store); "
-                "remove it or rerun with --force"
+                _legacy_message(path)
+                if legacy
+                else f"{path} exists with a different configuration (or is not a gen5dask "
+                "store); remove it or rerun with --force"
             )
             raise StoreError(msg)
         shutil.rmtree(path)
@@ -203,50 +298,82 @@ def create_store(
     all_attrs = {**schema.CONVENTIONS, **prov, "bands": "".join(bands), "complete": False}
     all_attrs.update(attrs or {})
     cs = max(1, min(int(chunk_size), max(int(n_samples), 1)))
-    with quiet_zarr():
-        root = zarr.open_group(str(path), mode="w", zarr_format=3, attributes=all_attrs)
-        for name in names:
-            var = _var_spec(name, extra_vars)
-            shape = _shape(var, n_samples, len(bands), stamp_size)
-            chunks = (cs,) + shape[1:]
-            comp = (
-                BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
-                if len(shape) > 2
-                else BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
-            )
-            root.create_array(
-                name,
-                shape=shape,
-                chunks=chunks,
-                dtype=var.dtype,
-                fill_value=var.fill,
-                dimension_names=var.dims,
-                attributes=_var_attrs(var),
-                compressors=comp,
-            )
-        smp = root.create_array(
-            SAMPLE,
-            shape=(n_samples,),
-            chunks=(cs,),
-            dtype="i8",
-            fill_value=-1,
-            dimension_names=(SAMPLE,),
-            attributes={"long_name": "unique, stable sample id", "units": "id"},
+    root = zarr.open_group(str(path), mode="w", zarr_format=3, attributes=all_attrs)
+    for name in names:
+        var = _var_spec(name, extra_vars)
+        shape = _shape(var, n_samples, len(bands), stamp_size)
+        comp = (
+            BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+            if len(shape) > 2
+            else BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
         )
-        del smp
-        zarr.consolidate_metadata(str(path))
-    state = _state_dir(path)
-    (state / "done").mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(state / "manifest.json", json.dumps(geometry, indent=1))
+        _create_array(root, name, var, shape, (cs,) + shape[1:], comp)
+    _create_array(root, SAMPLE, _SAMPLE_VAR, (n_samples,), (cs,))
+    band = root.create_array(
+        "band",
+        shape=(len(bands),),
+        chunks=(max(1, len(bands)),),
+        dtype=str,
+        fill_value="",
+        dimension_names=("band",),
+        attributes={"long_name": "photometric band"},
+    )
+    if bands:
+        band[:] = np.asarray(bands, dtype=str)
+    state = root.create_group(STATE, attributes={"manifest": geometry, "layout": LAYOUT})
+    n_chunks = len(chunk_bounds(n_samples, cs))
+    state.create_array(
+        "done",
+        shape=(n_chunks,),
+        chunks=(1,),
+        dtype="u1",
+        fill_value=0,
+        dimension_names=("chunk",),
+        attributes={"long_name": "1 = sample chunk written completely (resumable writes)"},
+    )
+    consolidate(path)
+    return path
+
+
+def _done_flags(path: Path, man: Mapping[str, Any]) -> np.ndarray:
+    n = len(chunk_bounds(man["n_samples"], man["chunk_size"]))
+    if (Path(path) / STATE / "zarr.json").exists():
+        arr = zarr.open_array(str(Path(path) / DONE), mode="r")
+        flags = arr[:n] if arr.shape[0] >= n else np.zeros(n, "u1")
+        return np.asarray(flags, dtype=bool)
+    done = _legacy_state(path) / "done"  # first layout: one marker file per chunk
+    return np.asarray([(done / f"{i:08d}").exists() for i in range(n)], dtype=bool)
+
+
+def require_store(path: str | Path, *, what: str = "store", hint: str = "") -> Path:
+    """``path`` if it is a gen5dask store, else a :class:`StoreError` that says what to run
+    (``hint``) instead of a missing-file message."""
+    path = Path(path)
+    try:
+        _manifest(path)
+    except StoreError:
+        state = "does not exist" if not path.exists() else "is not a gen5dask store"
+        msg = f"{what} {path} {state}" + (f"; {hint}" if hint else "")
+        raise StoreError(msg) from None
     return path
 
 
 def pending_chunks(path: str | Path) -> list[int]:
-    """Indices of chunks without a completion marker."""
-    man = _manifest(Path(path))
-    n = len(chunk_bounds(man["n_samples"], man["chunk_size"]))
-    done = _state_dir(Path(path)) / "done"
-    return [i for i in range(n) if not (done / f"{i:08d}").exists()]
+    """Indices of chunks not yet written completely."""
+    path = Path(path)
+    man = _manifest(path)
+    return np.flatnonzero(~_done_flags(path, man)).tolist()
+
+
+def mark_pending(path: str | Path, indices: Iterable[int]) -> None:
+    """Mark chunks as not written (and the store incomplete), so the next run rewrites them
+    (repairs after a detected corruption, and tests of resumption)."""
+    path = Path(path)
+    _writable_manifest(path)
+    arr = zarr.open_array(str(path / DONE), mode="r+")
+    for i in indices:
+        arr[int(i)] = 0
+    update_attrs(path, {"complete": False})
 
 
 def store_geometry(path: str | Path) -> dict:
@@ -255,10 +382,16 @@ def store_geometry(path: str | Path) -> dict:
 
 
 def _encode(name: str, values: np.ndarray, var: Var) -> np.ndarray:
-    if name in CODED:
-        return schema.encode_codes(name, values)
-    if var.units == "brickcode" and np.asarray(values).dtype.kind in "USO":
-        return schema.encode_brickname(values)
+    """Values as they are stored: validated strings for string variables, else ``var.dtype``."""
+    if var.is_string:
+        try:
+            return (
+                schema.to_strings(name, values)
+                if name in ALL_VARIABLES
+                else schema.as_unicode(values)
+            )
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
     arr = np.asarray(values)
     if arr.dtype.kind == "f" and var.dtype.startswith("i"):
         msg = f"variable {name!r}: float values given for integer variable"
@@ -270,10 +403,11 @@ def write_chunk(path: str | Path, index: int, data: Mapping[str, np.ndarray]) ->
     """Write chunk ``index`` of a store from ``data`` (name -> array of the chunk's samples).
 
     Every store variable and ``sample`` must be given; string variables may be given as
-    strings. The completion marker is written last. Returns the number of samples written.
+    strings or as their legend codes. The completion flag is written last. Returns the number
+    of samples written.
     """
     path = Path(path)
-    man = _manifest(path)
+    man = _writable_manifest(path)
     bounds = chunk_bounds(man["n_samples"], man["chunk_size"])
     if not 0 <= index < len(bounds):
         msg = f"{path}: chunk index {index} out of range 0..{len(bounds) - 1}"
@@ -288,7 +422,7 @@ def write_chunk(path: str | Path, index: int, data: Mapping[str, np.ndarray]) ->
     nb, st = len(man["bands"]), man["stamp_size"]
     encoded = {}
     for name in names:
-        var = Var((SAMPLE,), "i8", "id", "") if name == SAMPLE else _var_spec(name, None)
+        var = _SAMPLE_VAR if name == SAMPLE else _var_spec(name, None)
         arr = _encode(name, np.asarray(data[name]), var)
         want = _shape(var, b - a, nb, st)
         if arr.shape != want:
@@ -298,12 +432,10 @@ def write_chunk(path: str | Path, index: int, data: Mapping[str, np.ndarray]) ->
     if np.unique(encoded[SAMPLE]).size != b - a:
         msg = f"{path} chunk {index}: duplicate sample ids"
         raise StoreError(msg)
-    with quiet_zarr():
-        root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-        for name, arr in encoded.items():
-            root[name][a:b] = arr
-    marker = _state_dir(path) / "done" / f"{index:08d}"
-    _atomic_write_text(marker, json.dumps({"start": a, "stop": b}))
+    root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for name, arr in encoded.items():
+        root[name][a:b] = arr
+    root[DONE][index] = 1  # last: the chunk is complete only once every variable is written
     return b - a
 
 
@@ -320,16 +452,16 @@ def finalize_store(path: str | Path, *, attrs: Mapping[str, Any] | None = None) 
 
 def update_attrs(path: str | Path, attrs: Mapping[str, Any]) -> None:
     """Update group attributes and reconsolidate."""
-    with quiet_zarr():
+    with quiet_zarr():  # a first-layout store warns about its foreign folder
         root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
         root.attrs.update(dict(attrs))
-        zarr.consolidate_metadata(str(path))
+        consolidate(path)
 
 
 def read_attrs(path: str | Path) -> dict:
-    """Group attributes of a store."""
+    """Group attributes of a store (read from the group itself, never a stale copy)."""
     with quiet_zarr():
-        return dict(zarr.open_group(str(path), mode="r").attrs)
+        return dict(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs)
 
 
 def is_complete(path: str | Path) -> bool:
@@ -340,17 +472,36 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
-def _decode_array(name: str, arr: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
-    legend = attrs.get("gen5dask_legend")
-    if legend is not None:
-        return np.asarray(legend)[np.asarray(arr, dtype=np.int64)]
+def _stored_kind(name: str, arr_dtype, attrs: Mapping[str, Any]) -> str:
+    """How a variable is stored: ``string``, ``legacy_codes``, ``legacy_brick`` or ``plain``."""
+    if np.dtype(arr_dtype).kind in "TOU":
+        return "string"
+    if attrs.get("gen5dask_legend") is not None:
+        return "legacy_codes"
     if attrs.get("units") == "brickcode":
-        return schema.decode_brickname(arr)
-    return arr
+        return "legacy_brick"
+    return "plain"
+
+
+def _present(name: str, arr: np.ndarray, attrs: Mapping[str, Any], decode: bool) -> np.ndarray:
+    """A stored array as the caller wants it: strings (``decode``) or the numeric code view."""
+    how = _stored_kind(name, arr.dtype, attrs)
+    if how == "plain":
+        return arr
+    if how == "string":
+        strings = schema.as_unicode(arr)
+        if decode or name not in ALL_VARIABLES or not ALL_VARIABLES[name].is_string:
+            return strings
+        return schema.to_codes(name, strings)
+    if not decode:
+        return arr
+    if how == "legacy_codes":
+        return np.asarray(attrs["gen5dask_legend"])[np.asarray(arr, dtype=np.int64)]
+    return schema.decode_brickname(arr)
 
 
 def _decode_block(block: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
-    return _decode_array("", block, attrs)
+    return _present("", block, attrs, True)
 
 
 def read_chunk(
@@ -363,7 +514,8 @@ def read_chunk(
 ) -> dict[str, np.ndarray]:
     """Read one sample chunk as numpy arrays (the fast path for Dask workers and loaders).
 
-    ``chunk_size`` reads a chunking other than the store's own (any positive size).
+    ``chunk_size`` reads a chunking other than the store's own (any positive size). See
+    :func:`read_samples` for ``decode``.
     """
     path = Path(path)
     man = _manifest(path)
@@ -379,7 +531,12 @@ def read_samples(
     *,
     decode: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Read variables for a slice (or sorted index array) of samples."""
+    """Read variables for a slice (or sorted index array) of samples.
+
+    String variables come back as numpy strings with ``decode=True``; with ``decode=False``
+    (the numeric view the stages compute on) as int8 legend codes (``schema`` legends:
+    ``KINDS.index("anchor")`` ...) and ``brickname`` as its exact int32 code.
+    """
     with quiet_zarr():
         root = zarr.open_group(str(path), mode="r")
         names = (
@@ -398,12 +555,13 @@ def read_samples(
             else:
                 idx = np.asarray(sel, dtype=np.int64)
                 vals = arr.get_orthogonal_selection((idx,) + (slice(None),) * (arr.ndim - 1))
-            out[name] = _decode_array(name, vals, arr.attrs) if decode else vals
+            out[name] = _present(name, vals, arr.attrs, decode)
         return out
 
 
 def read_table(path: str | Path, variables: Iterable[str] | None = None) -> pd.DataFrame:
-    """Per-sample scalar variables as a DataFrame (strings decoded; ``psfsize_r`` etc. split out).
+    """Per-sample scalar variables as a DataFrame (strings as strings; ``psfsize_r`` etc. split
+    out).
 
     With ``variables=None`` every 1-D variable is read, and per-band ``psfsize``/``psfdepth``
     become ``psfsize_<band>`` / ``psfdepth_<band>`` columns.
@@ -420,7 +578,7 @@ def read_table(path: str | Path, variables: Iterable[str] | None = None) -> pd.D
                 raise StoreError(msg)
             arr = root[name]
             if arr.ndim == 1:
-                cols[name] = _decode_array(name, arr[:], arr.attrs)
+                cols[name] = _present(name, arr[:], arr.attrs, True)
             elif arr.ndim == 2 and name in ("psfsize", "psfdepth"):
                 vals = arr[:]
                 for j, band in enumerate(man["bands"]):
@@ -440,38 +598,34 @@ def write_columns(
     ``anchors`` writes ``visibility``). Values are full-length along ``sample``.
     """
     path = Path(path)
-    man = _manifest(path)
+    man = _writable_manifest(path)
     n = man["n_samples"]
-    with quiet_zarr():
-        root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-        for name, values in columns.items():
-            var = _var_spec(name, extra_vars)
-            arr = _encode(name, np.asarray(values), var)
-            want = _shape(var, n, len(man["bands"]), man["stamp_size"])
-            if arr.shape != want:
-                msg = f"{path}: column {name!r} has shape {arr.shape}, expected {want}"
-                raise StoreError(msg)
-            if name not in root:
-                cs = max(1, min(man["chunk_size"], max(n, 1)))
-                root.create_array(
-                    name,
-                    shape=want,
-                    chunks=(cs,) + want[1:],
-                    dtype=var.dtype,
-                    fill_value=var.fill,
-                    dimension_names=var.dims,
-                    attributes=_var_attrs(var),
-                )
-                man["variables"].append(name)
-            root[name][:] = arr
-        zarr.consolidate_metadata(str(path))
-    _atomic_write_text(_state_dir(path) / "manifest.json", json.dumps(man, indent=1))
+    root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for name, values in columns.items():
+        var = _var_spec(name, extra_vars)
+        arr = _encode(name, np.asarray(values), var)
+        want = _shape(var, n, len(man["bands"]), man["stamp_size"])
+        if arr.shape != want:
+            msg = f"{path}: column {name!r} has shape {arr.shape}, expected {want}"
+            raise StoreError(msg)
+        if name not in root:
+            cs = max(1, min(man["chunk_size"], max(n, 1)))
+            _create_array(root, name, var, want, (cs,) + want[1:])
+            man["variables"].append(name)
+        root[name][:] = arr
+    _save_manifest(path, man)
+    consolidate(path)
 
 
 def open_store(
     path: str | Path, *, decode: bool = True, require_complete: bool = True
 ) -> xr.Dataset:
-    """Open a store lazily as an xarray Dataset (string codes decoded, ``band`` coordinate set)."""
+    """Open a store lazily as an xarray Dataset.
+
+    A convenience over ``xr.open_zarr`` (which opens current stores as they are): it checks
+    completeness, and for stores of the first layout rebuilds the ``band`` coordinate and
+    decodes int8 string codes (``decode``).
+    """
     path = Path(path)
     if not path.exists():
         msg = f"store {path} does not exist"
@@ -482,12 +636,12 @@ def open_store(
     with quiet_zarr():
         ds = xr.open_zarr(str(path), consolidated=True)
     bands = list(ds.attrs.get("bands", ""))
-    if "band" in ds.dims and len(bands) == ds.sizes["band"]:
+    if "band" in ds.dims and "band" not in ds.coords and len(bands) == ds.sizes["band"]:
         ds = ds.assign_coords(band=np.asarray(bands, dtype="U1"))
     if decode:
-        for name in list(ds.data_vars):
+        for name in list(ds.variables):
             attrs = ds[name].attrs
-            if "gen5dask_legend" in attrs or attrs.get("units") == "brickcode":
+            if _stored_kind(name, ds[name].dtype, attrs) in ("legacy_codes", "legacy_brick"):
                 da_ = ds[name]
                 out_dtype = "U8" if attrs.get("units") == "brickcode" else "U32"
                 data = da_.data.map_blocks(
@@ -516,7 +670,7 @@ def fingerprint(path: str | Path) -> dict:
 def append_samples(path: str | Path, data: Mapping[str, np.ndarray]) -> int:
     """Append samples at the end of a complete store (all variables given). Returns new size."""
     path = Path(path)
-    man = _manifest(path)
+    man = _writable_manifest(path)
     names = [SAMPLE, *man["variables"]]
     missing = [k for k in names if k not in data]
     if missing:
@@ -528,21 +682,22 @@ def append_samples(path: str | Path, data: Mapping[str, np.ndarray]) -> int:
     if np.intersect1d(existing, np.asarray(data[SAMPLE])).size:
         msg = f"{path}: appended sample ids already exist in the store"
         raise StoreError(msg)
-    with quiet_zarr():
-        root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-        for name in names:
-            var = Var((SAMPLE,), "i8", "id", "") if name == SAMPLE else _var_spec(name, None)
-            arr = _encode(name, np.asarray(data[name]), var)
-            z = root[name]
-            z.resize((n + m,) + tuple(z.shape[1:]))
-            z[n : n + m] = arr
-        zarr.consolidate_metadata(str(path))
-    old_chunks = len(chunk_bounds(n, man["chunk_size"]))
-    man["n_samples"] = n + m
+    root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for name in names:
+        var = _SAMPLE_VAR if name == SAMPLE else _var_spec(name, None)
+        arr = _encode(name, np.asarray(data[name]), var)
+        z = root[name]
+        z.resize((n + m,) + tuple(z.shape[1:]))
+        z[n : n + m] = arr
     new_chunks = len(chunk_bounds(n + m, man["chunk_size"]))
-    for i in range(old_chunks, new_chunks):
-        _atomic_write_text(_state_dir(path) / "done" / f"{i:08d}", "{}")
-    _atomic_write_text(_state_dir(path) / "manifest.json", json.dumps(man, indent=1))
+    done = root[DONE]
+    old_len = done.shape[0]
+    done.resize((new_chunks,))
+    if new_chunks > old_len:
+        done[old_len:new_chunks] = 1
+    man["n_samples"] = n + m
+    _save_manifest(path, man)
+    consolidate(path)
     return n + m
 
 
@@ -552,10 +707,12 @@ __all__ = [
     "StoreLockedError",
     "append_samples",
     "chunk_bounds",
+    "consolidate",
     "create_store",
     "finalize_store",
     "fingerprint",
     "is_complete",
+    "mark_pending",
     "open_store",
     "pending_chunks",
     "quiet_zarr",
@@ -563,8 +720,10 @@ __all__ = [
     "read_chunk",
     "read_samples",
     "read_table",
+    "require_store",
     "store_geometry",
     "store_lock",
+    "store_workdir",
     "update_attrs",
     "write_chunk",
     "write_columns",

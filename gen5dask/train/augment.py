@@ -10,6 +10,13 @@
 * :func:`augment_batch`: centre mask (arms with ``center_mask``) on the flux image, then the
   normalisation, then D4. Every draw is keyed by (seed, sample id, epoch) with the counter RNG,
   so a sample gets the same augmentation whatever the worker count, rank or batch it lands in.
+* :class:`TrainTransform` / :class:`EvalTransform`: the loader's two-step form of the same
+  transform. ``prepare`` works on a whole decoded store chunk in place (centre mask of the
+  selected rows, normalisation statistics — the cached ones from
+  :mod:`gen5dask.train.normstats` wherever the mask cannot change them — and D4 codes); the
+  stream then normalises, applies D4 and lays out each batch in one pass with
+  :func:`gen5dask.kernels.normalize.apply_norm_into`. The result is bit-identical to
+  :func:`augment_batch` (and, for :class:`EvalTransform`, to :func:`network_input`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np
 from gen5dask import PIXSCALE_ARCSEC
 from gen5dask.kernels._jit import jit
 from gen5dask.kernels.masking import center_mask, draw_mask_radius
-from gen5dask.kernels.normalize import normalize_stamps
+from gen5dask.kernels.normalize import norm_stats, normalize_stamps
 from gen5dask.kernels.rng import keys_for, stage_id, uniform
 
 D4_STAGE = "augment_d4"
@@ -190,25 +197,113 @@ def augment_batch(
 
 
 
+#: keyword defaults of :func:`augment_batch` that the two-step transform needs
+_AUGMENT_DEFAULTS = {
+    "rotate_flip": True, "mask": False, "mask_prob": 1.0, "mask_law": "uniform",
+    "mask_rmin": 3.0, "mask_rmax": 7.0, "mask_annulus": None, "pixscale": PIXSCALE_ARCSEC,
+    "r_outer": 16.0, "clip": 10.0,
+}
+
+
+def resolve_stats(images: np.ndarray, local: np.ndarray, stats: np.ndarray | None, *,
+                  r_outer: float, mask_radius: np.ndarray | None = None) -> np.ndarray:
+    """Normalisation statistics of rows ``local`` of ``images`` (after any centre mask).
+
+    ``stats`` are the cached statistics of those rows (float32 ``(k, nband, 2)``, location NaN
+    where the plane had no finite outer pixel; None: none cached). Rows whose statistics the
+    mask may have changed (``mask_radius > r_outer``, or a NaN location) and all rows when
+    nothing is cached are computed from ``images`` now, so the result always equals
+    :func:`gen5dask.kernels.normalize.norm_stats` of the (masked) rows.
+    """
+    local = np.asarray(local, dtype=np.int64)
+    if stats is None:
+        return norm_stats(images[local], r_outer=r_outer)
+    stale = np.isnan(stats[:, :, 0]).any(axis=1)
+    if mask_radius is not None:
+        stale |= np.asarray(mask_radius) > r_outer
+    if stale.any():
+        stats = stats.copy()
+        stats[stale] = norm_stats(images[local[stale]], r_outer=r_outer)
+    return stats
+
+
 class TrainTransform:
-    """Picklable per-chunk training transform for :class:`gen5dask.train.dataset.StampStream`.
+    """Picklable training transform for :class:`gen5dask.train.dataset.StampStream`.
 
     ``TrainTransform(seed=..., **augment_kwargs)(images, ids, psfsize_r, epoch)`` calls
-    :func:`augment_batch` with the keyword arguments given at construction.
+    :func:`augment_batch` with the keyword arguments given at construction; the stream uses the
+    equivalent two-step form (:meth:`prepare`, then ``apply_norm_into`` with :attr:`clip`).
     """
 
     def __init__(self, *, seed: int, **kwargs):
+        unknown = sorted(set(kwargs) - set(_AUGMENT_DEFAULTS))
+        if unknown:
+            msg = f"TrainTransform: unknown augmentation option(s) {unknown}"
+            raise TypeError(msg)
         self.seed = int(seed)
         self.kwargs = dict(kwargs)
+        self.opts = {**_AUGMENT_DEFAULTS, **kwargs}
+
+    @property
+    def clip(self) -> float:
+        return float(self.opts["clip"])
 
     def __call__(self, images, ids, psfsize_r, epoch):
-        psf = psfsize_r if self.kwargs.get("mask_law", "uniform") == "psf" else None
+        psf = psfsize_r if self.opts["mask_law"] == "psf" else None
         return augment_batch(images, ids, seed=self.seed, epoch=epoch, psfsize_r=psf,
                              **self.kwargs)
 
+    def prepare(self, images: np.ndarray, local: np.ndarray, ids: np.ndarray,
+                psfsize_r: np.ndarray, stats: np.ndarray | None, epoch: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Centre-mask rows ``local`` of a decoded chunk in place; their statistics and D4 codes.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            float32 C-contiguous ``(N, nband, H, W)`` flux of a whole store chunk (modified).
+        local : numpy.ndarray
+            int ``(k,)`` rows of the chunk being used, with sample ids ``ids``.
+        psfsize_r : numpy.ndarray
+            ``(k,)`` r-band PSF FWHM, arcsec (for ``mask_law="psf"``).
+        stats : numpy.ndarray or None
+            Cached statistics of those rows (see :func:`resolve_stats`).
+        epoch : int
+            Epoch (key of every draw).
+
+        Returns
+        -------
+        tuple
+            float32 ``(k, nband, 2)`` statistics of the masked rows and int64 ``(k,)`` D4 codes.
+        """
+        o = self.opts
+        ids = np.asarray(ids, dtype=np.int64)
+        local = np.asarray(local, dtype=np.int64)
+        radius = None
+        if o["mask"] and ids.size:
+            keys = keys_for(self.seed, stage_id(MASK_STAGE), ids, 0, int(epoch))
+            psf = psfsize_r if o["mask_law"] == "psf" else None
+            radius = draw_mask_radius(keys, law=o["mask_law"], rmin=o["mask_rmin"],
+                                      rmax=o["mask_rmax"], psfsize_r_arcsec=psf,
+                                      pixscale=o["pixscale"])
+            if o["mask_prob"] < 1.0:
+                coin = mask_coin(ids, seed=self.seed, epoch=epoch)
+                radius = np.where(coin < o["mask_prob"], radius, 0.0)
+            full_r = np.zeros(images.shape[0])
+            full_r[local] = radius
+            full_k = np.zeros(images.shape[0], np.uint64)
+            full_k[local] = keys
+            center_mask(images, full_r, full_k, annulus=o["mask_annulus"], out=images)
+        st = resolve_stats(images, local, stats, r_outer=o["r_outer"], mask_radius=radius)
+        if o["rotate_flip"] and ids.size:
+            codes = d4_codes(ids, seed=self.seed, epoch=epoch)
+        else:
+            codes = np.zeros(ids.size, np.int64)
+        return st, codes
+
 
 class EvalTransform:
-    """Picklable per-chunk evaluation transform: only :func:`network_input` (no augmentation)."""
+    """Picklable evaluation transform: only :func:`network_input` (no augmentation)."""
 
     def __init__(self, *, r_outer: float = 16.0, clip: float = 10.0):
         self.r_outer = float(r_outer)
@@ -216,6 +311,12 @@ class EvalTransform:
 
     def __call__(self, images, ids, psfsize_r, epoch):
         return network_input(images, r_outer=self.r_outer, clip=self.clip)
+
+    def prepare(self, images, local, ids, psfsize_r, stats, epoch):
+        """Statistics of rows ``local`` (cached or computed) and identity D4 codes."""
+        st = resolve_stats(images, local, stats, r_outer=self.r_outer)
+        return st, np.zeros(len(local), np.int64)
+
 
 __all__ = [
     "EvalTransform",
@@ -225,4 +326,5 @@ __all__ = [
     "d4_transform",
     "mask_coin",
     "network_input",
+    "resolve_stats",
 ]

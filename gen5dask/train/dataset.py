@@ -1,11 +1,21 @@
 """Streaming training data from contract stores: whole chunks, sharded, shuffled, exactly once.
 
 A :class:`StampStream` holds store *paths* and per-sample index lists (plus the few per-sample
-scalars the loss needs: label, metadata, psfsize_r) — never pixel arrays. Each DataLoader worker
-opens the stores itself (lazily, through :func:`gen5dask.store.read_samples`), reads whole store
-chunks (single-sample random reads are ~50x slower), drops the unselected rows, transforms the
-chunk in one vectorised call (augmentation + the shared normalisation), and feeds an in-memory
-shuffle buffer from which it emits batches.
+scalars the loss needs: label, metadata, psfsize_r, and optionally the cached normalisation
+statistics of :mod:`gen5dask.train.normstats`) — never pixel arrays. Each loader worker opens
+the stores itself (once per process), decodes whole store chunks (single-sample random reads
+are ~50x slower), centre-masks the selected rows in place, and keeps (chunk, row) entries in a
+shuffle buffer; each batch is then normalised, D4-rotated and written channels-last in one pass
+(:func:`gen5dask.kernels.normalize.apply_norm_into`). Per sample that is the decode plus about
+one pass over the pixels; the statistics (the old per-epoch median/MAD, ~110 us per stamp) are
+computed once per store.
+
+Workers (:func:`make_loader`) are persistent processes started by ``forkserver`` (or
+``spawn``), never forked from the training process (fork after zarr's event-loop thread or a
+Dask client has started is a known deadlock). They write each batch into an output slot in
+shared memory allocated once by the training process, which copies it out (into pinned
+memory for a GPU) and hands the slot back: no per-batch shared-memory allocation or pickling
+of pixels.
 
 Epoch plan (:func:`plan_epoch`), a pure function of (seed, epoch, world size, worker count):
 
@@ -25,7 +35,9 @@ keyed subsampling for class balance and the hard-negative fraction (DESIGN §5).
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +49,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gen5dask.kernels._jit import jit
+from gen5dask.kernels.normalize import apply_norm_into
 from gen5dask.kernels.rng import generator, keys_for, stage_id, uniform
-from gen5dask.store import read_samples, read_table, store_geometry
+from gen5dask.store import read_table, store_geometry
 from gen5dask.store.zarrstore import chunk_bounds
 
 SELECT_STAGE = "train_select"
@@ -66,6 +79,9 @@ class Selection:
         float32 ``(n,)`` r-band PSF FWHM, arcsec (for the psf-law centre mask).
     name : str
         Short description for logs (e.g. ``train.zarr:injection``).
+    stats : numpy.ndarray, optional
+        float32 ``(n, nband, 2)`` cached normalisation statistics of the rows
+        (:func:`gen5dask.train.normstats.store_norm_stats`); None: computed per chunk read.
     """
 
     path: str
@@ -75,6 +91,7 @@ class Selection:
     meta: np.ndarray
     psfsize_r: np.ndarray
     name: str = ""
+    stats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -82,7 +99,8 @@ class Selection:
     def subset(self, keep: np.ndarray) -> Selection:
         """The rows where boolean ``keep`` is true."""
         return Selection(self.path, self.rows[keep], self.sample[keep], self.label[keep],
-                         self.meta[keep], self.psfsize_r[keep], self.name)
+                         self.meta[keep], self.psfsize_r[keep], self.name,
+                         None if self.stats is None else self.stats[keep])
 
 
 def store_table(path: str | Path) -> pd.DataFrame:
@@ -427,48 +445,121 @@ def plan_epoch(
 # the stream
 
 
+class _Chunk:
+    """One decoded store chunk in the shuffle buffer: the whole chunk's pixels (masked in place)
+    and, per selected row, its position in the chunk, statistics, D4 code and scalars."""
+
+    __slots__ = ("codes", "ids", "images", "label", "live", "local", "meta", "stats")
+
+    def __init__(self, images, local, stats, codes, ids, label, meta):
+        self.images, self.local, self.stats, self.codes = images, local, stats, codes
+        self.ids, self.label, self.meta = ids, label, meta
+        self.live = int(local.size)
+
+
 class _Pool:
-    """Shuffle buffer of transformed samples (fixed-capacity arrays, O(batch) removal)."""
+    """Shuffle buffer of decoded chunks; a batch is normalised straight into its output.
 
-    def __init__(self, rng: np.random.Generator | None):
+    Entries are (chunk, row) index pairs, so adding a chunk copies no pixels; :meth:`take`
+    draws ``k`` entries (uniformly without replacement, or FIFO without ``rng``), removes them
+    in O(k) and writes their network input with one
+    :func:`gen5dask.kernels.normalize.apply_norm_into` call per chunk involved. A chunk is
+    dropped once all its rows are taken. Memory stays bounded: when the chunks held have more
+    than ``2 x`` (pending entries + one chunk) rows, the remaining rows of the chunks that are
+    less than half used are copied into one compact chunk (each row is copied O(1) times on
+    average).
+    """
+
+    def __init__(self, rng: np.random.Generator | None, *, clip: float, channels_last: bool):
         self.rng = rng
-        self.cols: dict[str, np.ndarray] = {}
+        self.clip = clip
+        self.channels_last = channels_last
+        self.chunks: list[_Chunk | None] = []
+        self.cid = np.zeros(0, np.int64)
+        self.pos = np.zeros(0, np.int64)
         self.n = 0
+        self.held = 0  # rows of the chunk arrays held (selected or not)
+        self.max_chunk = 0
 
-    def add(self, cols: dict[str, np.ndarray]) -> None:
-        m = len(next(iter(cols.values())))
-        if not self.cols:
-            self.cols = {k: v.copy() for k, v in cols.items()}
-            self.n = m
+    def _compact(self) -> None:
+        live = [c for c, ch in enumerate(self.chunks) if ch is not None]
+        sparse = [c for c in live
+                  if 2 * self.chunks[c].live < self.chunks[c].images.shape[0]]
+        if len(sparse) < 2:
             return
-        cap = len(next(iter(self.cols.values())))
-        if self.n + m > cap:
-            new_cap = max(self.n + m, 2 * cap)
-            for k, v in self.cols.items():
-                grown = np.empty((new_cap,) + v.shape[1:], dtype=v.dtype)
-                grown[: self.n] = v[: self.n]
-                self.cols[k] = grown
-        for k, v in cols.items():
-            self.cols[k][self.n : self.n + m] = v
-        self.n += m
+        ent = np.flatnonzero(np.isin(self.cid[: self.n], sparse))
+        cids, poss = self.cid[ent], self.pos[ent]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (
+            "images", "stats", "codes", "ids", "label", "meta")}
+        for c in sparse:
+            ch = self.chunks[c]
+            p = poss[cids == c]
+            parts["images"].append(ch.images[ch.local[p]])
+            for k in ("stats", "codes", "ids", "label", "meta"):
+                parts[k].append(getattr(ch, k)[p])
+            self.held -= ch.images.shape[0]
+            self.chunks[c] = None
+        order = np.concatenate([np.flatnonzero(cids == c) for c in sparse])
+        cat = {k: np.concatenate(v) for k, v in parts.items()}
+        m = cat["images"].shape[0]
+        new = _Chunk(cat["images"], np.arange(m, dtype=np.int64), cat["stats"], cat["codes"],
+                     cat["ids"], cat["label"], cat["meta"])
+        self.chunks.append(new)
+        self.held += m
+        self.cid[ent[order]] = len(self.chunks) - 1
+        self.pos[ent[order]] = np.arange(m)
 
-    def take(self, k: int) -> dict[str, np.ndarray]:
+    def add(self, ch: _Chunk) -> None:
+        self.held += ch.images.shape[0]
+        self.max_chunk = max(self.max_chunk, ch.images.shape[0])
+        m = ch.live
+        c = len(self.chunks)
+        self.chunks.append(ch)
+        if self.n + m > self.cid.size:
+            cap = max(self.n + m, 2 * self.cid.size)
+            for name in ("cid", "pos"):
+                grown = np.empty(cap, np.int64)
+                grown[: self.n] = getattr(self, name)[: self.n]
+                setattr(self, name, grown)
+        self.cid[self.n : self.n + m] = c
+        self.pos[self.n : self.n + m] = np.arange(m)
+        self.n += m
+        if self.held > 2 * (self.n + self.max_chunk):
+            self._compact()
+
+    def take(self, k: int, out: np.ndarray, n_meta: int) -> dict[str, np.ndarray]:
         n = self.n
         if self.rng is None:  # FIFO
-            out = {c: v[:k].copy() for c, v in self.cols.items()}
-            for v in self.cols.values():
-                v[: n - k] = v[k:n]
+            cids, poss = self.cid[:k].copy(), self.pos[:k].copy()
+            self.cid[: n - k] = self.cid[k:n]
+            self.pos[: n - k] = self.pos[k:n]
         else:
             idx = self.rng.choice(n, size=k, replace=False)
-            out = {c: v[idx] for c, v in self.cols.items()}
+            cids, poss = self.cid[idx], self.pos[idx]
             keep = np.ones(n, dtype=bool)
             keep[idx] = False
             holes = idx[idx < n - k]
             movers = np.flatnonzero(keep[n - k :]) + (n - k)
-            for v in self.cols.values():
-                v[holes] = v[movers]
+            self.cid[holes] = self.cid[movers]
+            self.pos[holes] = self.pos[movers]
         self.n = n - k
-        return out
+        label = np.empty(k, np.float32)
+        ids = np.empty(k, np.int64)
+        meta = np.empty((k, n_meta), np.float32)
+        for c in np.unique(cids):
+            m = np.flatnonzero(cids == c)
+            ch = self.chunks[int(c)]
+            p = poss[m]
+            apply_norm_into(ch.images, ch.local[p], ch.stats[p], out, m, codes=ch.codes[p],
+                            clip=self.clip, channels_last=self.channels_last)
+            label[m] = ch.label[p]
+            ids[m] = ch.ids[p]
+            meta[m] = ch.meta[p]
+            ch.live -= m.size
+            if ch.live == 0:
+                self.held -= ch.images.shape[0]
+                self.chunks[int(c)] = None
+        return {"label": label, "sample": ids, "meta": meta}
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -477,13 +568,44 @@ def _dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+class _Legacy:
+    """Adapter for a plain ``transform(images, ids, psfsize_r, epoch) -> array`` callable: the
+    stream applies it to the selected rows and emits its output unchanged (location 0, scale
+    1, no clip)."""
+
+    clip = None
+
+    def __init__(self, fn: Callable[..., np.ndarray]):
+        self.fn = fn
+
+    def prepare(self, images, local, ids, psfsize_r, stats, epoch):
+        x = np.ascontiguousarray(self.fn(images[local], ids, psfsize_r, epoch), np.float32)
+        images[local] = x
+        st = np.zeros((local.size, images.shape[1], 2), np.float32)
+        st[..., 1] = 1.0
+        return st, np.zeros(local.size, np.int64)
+
+
+#: slots per loader worker beyond the prefetch depth (see :func:`make_loader`)
+_SLOT_SLACK = 2
+#: seconds a worker waits for a free output slot before reporting a stalled consumer
+SLOT_TIMEOUT_S = 600.0
+
+
 class StampStream(IterableDataset):
-    """Iterable of ready batches streamed from stores (use with ``DataLoader(batch_size=None)``).
+    """Iterable of ready batches streamed from stores (use through :func:`make_loader`).
+
+    Per store chunk a worker decodes the pixels once (store arrays opened once per worker),
+    applies the transform's ``prepare`` to the chunk in place (centre mask, normalisation
+    statistics — cached per sample when the selections carry ``stats`` — and D4 codes) and
+    puts (chunk, row) entries in the shuffle buffer; each batch is then normalised, D4-rotated
+    and laid out (channels-last by default) in one pass into its output. Per sample that is
+    the decode plus about one pass over the pixels.
 
     Parameters
     ----------
     selections : list of Selection
-        Rows to stream (paths + index lists).
+        Rows to stream (paths + index lists, optionally cached normalisation statistics).
     batch_size : int
         Largest batch.
     seed : int
@@ -492,14 +614,19 @@ class StampStream(IterableDataset):
         Training order (permuted units + shuffle buffer); False streams in store order.
     shuffle_buffer : int
         Samples held in the buffer before emitting (per worker).
-    transform : callable, optional
-        ``transform(images float32 (n,nb,H,W), ids int64 (n,), psfsize_r (n,), epoch) ->
-        float32 (n,nb,H,W)``, applied per chunk (augmentation + normalisation). Must be
-        picklable for worker processes. Default: :func:`gen5dask.train.augment.network_input`.
+    transform : object, optional
+        :class:`gen5dask.train.augment.TrainTransform` or ``EvalTransform`` (anything with
+        ``prepare`` and ``clip``), or a plain ``transform(images, ids, psfsize_r, epoch)``
+        callable. Must be picklable for worker processes. Default: ``EvalTransform()`` (the
+        shared normalisation, :func:`gen5dask.train.augment.network_input`).
     meta_mean, meta_std : numpy.ndarray, optional
         Standardisation of the metadata columns (``(m,)``).
     rank, world_size : int, optional
-        Distributed position (default: from ``torch.distributed`` when initialised).
+        Distributed position (default: from ``torch.distributed`` when initialised; fixed
+        when :func:`make_loader` is called, since spawned workers do not share the group).
+    channels_last : bool
+        Emit images in channels-last memory layout (an NCHW tensor with NHWC strides, what the
+        model consumes; no conversion copy in the training process).
 
     Yields
     ------
@@ -516,11 +643,12 @@ class StampStream(IterableDataset):
         seed: int,
         shuffle: bool,
         shuffle_buffer: int = 1024,
-        transform: Callable[..., np.ndarray] | None = None,
+        transform: Any = None,
         meta_mean: np.ndarray | None = None,
         meta_std: np.ndarray | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        channels_last: bool = True,
     ):
         super().__init__()
         self.selections = list(selections)
@@ -529,6 +657,7 @@ class StampStream(IterableDataset):
         self.shuffle = bool(shuffle)
         self.shuffle_buffer = int(shuffle_buffer) if shuffle else 0
         self.transform = transform
+        self.channels_last = bool(channels_last)
         m = self.selections[0].meta.shape[1] if self.selections else 0
         self.meta_mean = np.zeros(m, np.float32) if meta_mean is None else np.asarray(
             meta_mean, np.float32)
@@ -536,15 +665,35 @@ class StampStream(IterableDataset):
             meta_std, np.float32)
         self._rank = rank
         self._world = world_size
-        self.epoch = 0
+        self._epoch = torch.zeros(1, dtype=torch.int64)  # shared with persistent workers
         self.num_workers = 0  # set by make_loader so the plan knows the worker count
+        self._slots: torch.Tensor | None = None
+        self._released: Any = None
+        self._arrays: dict[str, Any] = {}
         geoms = [store_geometry(s.path) for s in self.selections]
+        self.geometry = (len(geoms[0]["bands"]), geoms[0]["stamp_size"]) if geoms else (0, 0)
+        for s, g in zip(self.selections, geoms, strict=True):
+            if (len(g["bands"]), g["stamp_size"]) != self.geometry:
+                msg = (f"selection {s.name or s.path}: {len(g['bands'])} bands x "
+                       f"{g['stamp_size']} px, others {self.geometry[0]} x {self.geometry[1]}")
+                raise ValueError(msg)
         self.units = make_units(self.selections, [g["chunk_size"] for g in geoms],
                                 [g["n_samples"] for g in geoms])
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_arrays"] = {}  # open store handles stay in their process
+        return state
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (permutation and augmentation keys); call before iterating."""
-        self.epoch = int(epoch)
+        """Select the epoch (permutation and augmentation keys); call before iterating.
+
+        Seen by persistent loader workers too (the epoch lives in shared memory)."""
+        self._epoch[0] = int(epoch)
 
     @property
     def rank_world(self) -> tuple[int, int]:
@@ -569,71 +718,236 @@ class StampStream(IterableDataset):
         """Selected samples over all ranks."""
         return sum(len(s) for s in self.selections)
 
-    def _read_unit(self, u: Unit) -> dict[str, np.ndarray]:
-        sel = self.selections[u.source]
-        data = read_samples(sel.path, slice(u.start, u.stop), ["sample", "image"])
-        local = sel.rows[u.lo : u.hi] - u.start
-        ids = data["sample"][local]
-        if not np.array_equal(ids, sel.sample[u.lo : u.hi]):
-            msg = (
-                f"{sel.path}: sample ids of rows {u.start}+{local[:3].tolist()}... changed since "
-                "the selection was built (store rewritten during training?)"
-            )
-            raise RuntimeError(msg)
-        images = np.ascontiguousarray(data["image"][local], dtype=np.float32)
-        psf = sel.psfsize_r[u.lo : u.hi]
-        if self.transform is None:
-            from gen5dask.train.augment import network_input
+    def _transform(self):
+        t = self.transform
+        if t is None:
+            from gen5dask.train.augment import EvalTransform
 
-            x = network_input(images)
-        else:
-            x = self.transform(images, ids, psf, self.epoch)
-        meta = (sel.meta[u.lo : u.hi] - self.meta_mean) / self.meta_std
-        return {"image": x, "label": sel.label[u.lo : u.hi], "sample": ids,
-                "meta": meta.astype(np.float32)}
+            return EvalTransform()
+        return t if hasattr(t, "prepare") else _Legacy(t)
+
+    def _array(self, path: str, name: str):
+        k = f"{path}::{name}"
+        if k not in self._arrays:
+            import zarr
+
+            from gen5dask.store.zarrstore import quiet_zarr
+
+            with quiet_zarr():
+                self._arrays[k] = zarr.open_group(str(path), mode="r")[name]
+        return self._arrays[k]
+
+    def _check_ids(self, units: Sequence[int]) -> None:
+        """Once per epoch and worker: the selected rows still hold the selected sample ids."""
+        for src in sorted({self.units[u].source for u in units}):
+            sel = self.selections[src]
+            ids = np.asarray(self._array(sel.path, "sample")[:])
+            if ids.shape[0] <= int(sel.rows[-1]) or not np.array_equal(ids[sel.rows], sel.sample):
+                bad = np.flatnonzero(ids[sel.rows[sel.rows < ids.shape[0]]]
+                                     != sel.sample[sel.rows < ids.shape[0]])[:3]
+                msg = (
+                    f"{sel.path}: sample ids of rows {sel.rows[bad].tolist()}... changed since "
+                    "the selection was built (store rewritten during training?)"
+                )
+                raise RuntimeError(msg)
+
+    def _read_unit(self, u: Unit, transform) -> _Chunk:
+        sel = self.selections[u.source]
+        images = np.asarray(self._array(sel.path, "image")[u.start : u.stop])
+        if images.dtype != np.float32 or not images.flags.c_contiguous or not (
+                images.flags.writeable):
+            images = np.ascontiguousarray(images, dtype=np.float32).copy()
+        local = sel.rows[u.lo : u.hi] - u.start
+        ids = sel.sample[u.lo : u.hi]
+        stats = None if sel.stats is None else sel.stats[u.lo : u.hi]
+        st, codes = transform.prepare(images, local, ids, sel.psfsize_r[u.lo : u.hi], stats,
+                                      self.epoch)
+        meta = ((sel.meta[u.lo : u.hi] - self.meta_mean) / self.meta_std).astype(np.float32)
+        return _Chunk(images, local, st, codes, ids, sel.label[u.lo : u.hi], meta)
+
+    def _out_shape(self, k: int) -> tuple[int, ...]:
+        nb, size = self.geometry
+        return (k, size, size, nb) if self.channels_last else (k, nb, size, size)
+
+    def _image_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        return t.permute(0, 3, 1, 2) if self.channels_last else t
 
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         rank, _ = self.rank_world
         units, sizes = self.plan().get((rank, worker), ([], []))
+        if units:
+            self._check_ids(units)
         rng = None
         if self.shuffle:
             rng = generator(self.seed, BUFFER_STAGE, rank * 65536 + worker, 0, self.epoch)
-        pool = _Pool(rng)
+        transform = self._transform()
+        pool = _Pool(rng, clip=transform.clip, channels_last=self.channels_last)
+        use_slots = info is not None and self._slots is not None
+        fill = self._released_count(worker) if use_slots else 0
+        n_meta = self.meta_mean.shape[0]
+
+        def emit(k: int) -> dict:
+            nonlocal fill
+            if not use_slots:
+                t = torch.empty(self._out_shape(k), dtype=torch.float32)
+                cols = pool.take(k, t.numpy(), n_meta)
+                return {"image": self._image_tensor(t),
+                        **{c: torch.from_numpy(v) for c, v in cols.items()}}
+            slot = self._wait_slot(worker, fill)
+            cols = pool.take(k, self._slots[worker, slot, :k].numpy(), n_meta)
+            fill += 1
+            return {"slot": slot, "worker": worker, "n": k, **cols}
+
         j = 0
         for ui in units:
-            pool.add(self._read_unit(self.units[ui]))
+            pool.add(self._read_unit(self.units[ui], transform))
             while j < len(sizes) and pool.n >= self.shuffle_buffer + sizes[j]:
-                yield _to_torch(pool.take(sizes[j]))
+                yield emit(sizes[j])
                 j += 1
         while j < len(sizes):
-            yield _to_torch(pool.take(sizes[j]))
+            yield emit(sizes[j])
             j += 1
 
+    # -- output slots shared with the training process (loader workers only)
 
-def _to_torch(cols: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in cols.items()}
+    def _released_count(self, worker: int) -> int:
+        with self._released.get_lock():
+            return int(self._released[worker])
+
+    def _wait_slot(self, worker: int, fill: int) -> int:
+        n_slots = self._slots.shape[1]
+        t0 = time.monotonic()
+        while fill - self._released_count(worker) >= n_slots:
+            if time.monotonic() - t0 > SLOT_TIMEOUT_S:
+                msg = (f"loader worker {worker}: no output slot released for {SLOT_TIMEOUT_S:.0f}"
+                       " s (the training process stopped consuming batches?)")
+                raise RuntimeError(msg)
+            time.sleep(0.0005)
+        return fill % n_slots
+
+
+def _identity(batch):
+    return batch
+
+
+class StreamLoader:
+    """Iterable over a :class:`StampStream` through a DataLoader (see :func:`make_loader`).
+
+    Yields the stream's batches as tensors. With workers, a worker writes each batch's images
+    into one of its output slots (shared memory allocated here, so no per-batch allocation,
+    page faults or pickling of pixels); this process copies the batch out — into pinned memory
+    with ``pin_memory`` — and hands the slot back before yielding.
+    """
+
+    def __init__(self, stream: StampStream, dataloader: DataLoader | None, *,
+                 pin_memory: bool = False):
+        self.stream = stream
+        self.dataloader = dataloader
+        self.pin_memory = bool(pin_memory)
+        self._slot_stream = dataloader.dataset if dataloader is not None else None
+
+    def __len__(self) -> int:
+        return self.stream.num_batches()
+
+    def __iter__(self):
+        if self.dataloader is None:
+            for b in self.stream:
+                if self.pin_memory:
+                    b = {k: v.pin_memory() for k, v in b.items()}
+                yield b
+            return
+        ws = self._slot_stream
+        for msg in self.dataloader:
+            w, slot, n = msg["worker"], msg["slot"], msg["n"]
+            src = ws._slots[w, slot, :n]
+            raw = torch.empty(src.shape, dtype=src.dtype, pin_memory=self.pin_memory)
+            np.copyto(raw.numpy(), src.numpy())  # one memcpy, no intra-op thread wake-up
+            img = ws._image_tensor(raw)
+            with ws._released.get_lock():
+                ws._released[w] += 1
+            out = {"image": img}
+            for c in ("label", "sample", "meta"):
+                t = torch.from_numpy(msg[c])
+                out[c] = t.pin_memory() if self.pin_memory else t
+            yield out
+
+    def close(self) -> None:
+        """Stop the persistent worker processes (also happens when the loader is collected)."""
+        dl, self.dataloader = self.dataloader, None
+        it = getattr(dl, "_iterator", None) if dl is not None else None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
+
+START_METHODS = ("forkserver", "spawn")
+
+
+def loader_context(start_method: str = "forkserver"):
+    """multiprocessing context of the loader workers.
+
+    ``forkserver`` (default where available): workers fork from a clean server process that
+    has already imported torch, zarr and the kernels (fast start, nothing inherited from the
+    training process — fork after zarr's event-loop thread or a Dask client has started is a
+    known deadlock); ``spawn``: fresh interpreters (slower start, always available).
+    """
+    import multiprocessing as mp
+
+    if start_method not in START_METHODS:
+        msg = f"loader start method must be one of {START_METHODS}, got {start_method!r}"
+        raise ValueError(msg)
+    if start_method == "forkserver" and "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["gen5dask.train.dataset", "gen5dask.train.augment"])
+        return ctx
+    return mp.get_context("spawn")
 
 
 def make_loader(stream: StampStream, *, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int = 4) -> DataLoader:
-    """A DataLoader over a :class:`StampStream` (batches come ready from the stream)."""
+                prefetch_factor: int = 4, start_method: str = "forkserver") -> StreamLoader:
+    """A loader over a :class:`StampStream` (batches come ready from the stream).
+
+    Parameters
+    ----------
+    stream : StampStream
+        The stream; its ``num_workers`` is set so that its plan and ``num_batches`` match.
+    num_workers : int
+        Worker processes (0: load in this process). Workers are persistent (started once,
+        reused every epoch) and started with ``start_method`` (see :func:`loader_context`).
+    pin_memory : bool
+        Copy batches into pinned (page-locked) memory for asynchronous host-to-GPU copies.
+    prefetch_factor : int
+        Batches each worker prepares ahead.
+    """
     stream.num_workers = int(num_workers)
-    kw: dict[str, Any] = {}
-    if num_workers > 0:
-        kw["prefetch_factor"] = prefetch_factor
-    return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      **kw)
+    if num_workers <= 0:
+        return StreamLoader(stream, None, pin_memory=pin_memory)
+    rank, world = stream.rank_world
+    stream._rank, stream._world = rank, world  # spawned workers have no process group
+    stream._epoch.share_memory_()
+    ctx = loader_context(start_method)
+    ws = copy.copy(stream)
+    n_slots = int(prefetch_factor) + _SLOT_SLACK
+    ws._slots = torch.empty((int(num_workers), n_slots, *ws._out_shape(stream.batch_size)),
+                            dtype=torch.float32).share_memory_()
+    ws._released = ctx.Array("q", int(num_workers))
+    dl = DataLoader(ws, batch_size=None, num_workers=int(num_workers), collate_fn=_identity,
+                    multiprocessing_context=ctx, persistent_workers=True,
+                    prefetch_factor=int(prefetch_factor))
+    return StreamLoader(stream, dl, pin_memory=pin_memory)
 
 
 __all__ = [
+    "START_METHODS",
     "ArmData",
     "Selection",
     "StampStream",
+    "StreamLoader",
     "Unit",
     "arm_selection",
     "keyed_subsample",
+    "loader_context",
     "make_loader",
     "make_units",
     "plan_epoch",

@@ -8,8 +8,11 @@
   a 3x3 stride-1 stem and no max-pool (small stamps), for GPUs.
 
 Optional metadata (standardised per-sample scalars, ``train.metadata_columns``) are
-concatenated to the pooled features before the final linear layer. The architecture is fully
-described by a small dict (:func:`arch_spec`) stored in the model file, so
+concatenated to the pooled features before the final linear layer. :meth:`LensResNet.embed`
+returns the pooled image features themselves (the penultimate layer, without metadata): the
+embeddings of the realism probe (DESIGN §7), written by ``gen5dask score`` as ``embedding``.
+The architecture is fully described by a small dict (:func:`arch_spec`) stored in the model
+file, so
 :func:`build_model` ``(**spec)`` rebuilds it for scoring.
 """
 
@@ -92,16 +95,41 @@ class LensResNet(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def embed_dim(self) -> int:
+        """Width of :meth:`embed` (channels of the last stage)."""
+        return int(self.head.in_features - self.n_meta)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features: global-average-pooled last-stage activations.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(n, in_channels, H, W)`` network input (the shared normalisation of the stamps).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n, embed_dim)`` in the dtype of the computation (float32 outside autocast);
+            the image part of the head's input (metadata are not included).
+        """
         h = self.features(self.stem(x))
-        h = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(h, 1), 1)
+        return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(h, 1), 1)
+
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None,
+                *, return_embedding: bool = False):
+        """Logits ``(n,)``; with ``return_embedding`` also :meth:`embed` ``(n, embed_dim)``."""
+        h = self.embed(x)
+        emb = h
         if self.n_meta:
             if meta is None or meta.shape[-1] != self.n_meta:
                 got = None if meta is None else tuple(meta.shape)
                 msg = f"model expects {self.n_meta} metadata inputs, got {got}"
                 raise ValueError(msg)
             h = torch.cat([h, meta.to(h.dtype)], dim=1)
-        return self.head(h).squeeze(1)
+        logits = self.head(h).squeeze(1)
+        return (logits, emb) if return_embedding else logits
 
 
 def arch_spec(name: str, *, in_channels: int = 3, n_meta: int = 0) -> dict:

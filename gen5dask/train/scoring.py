@@ -8,8 +8,13 @@ rows' positions, sample ids and ``p_lens = sigmoid(logit)`` (float32). The model
 :data:`_MODEL_CACHE`, keyed by (path, mtime, size, device).
 
 The scores table (``cfg.layout.scores(arm)``) is a plain xarray Dataset along ``row`` (not a
-contract store); string columns are int8 codes with their legend in the ``gen5dask_legend``
-attribute (as in contract stores). :func:`read_scores` returns a DataFrame with decoded strings.
+contract store); string columns are Zarr v3 variable-length strings (as in contract stores;
+tables of older versions held int8 codes with a ``gen5dask_legend`` attribute and still read).
+:func:`read_scores` returns a DataFrame.
+With ``score.embeddings`` the table also holds ``embedding`` (dims ``row, feature``, float32):
+the model's penultimate-layer features (:meth:`gen5dask.train.models.LensResNet.embed`) of
+every scored row, in the same row order as ``sample``; :func:`read_embeddings` returns
+``(sample ids, array)``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import pandas as pd
 import torch
 
 from gen5dask.store import read_chunk
-from gen5dask.store.schema import INJECT_MODES, KINDS, SPLITS, SUBTYPES, TIERS
+from gen5dask.store.schema import INJECT_MODES, KINDS, SPLITS, SUBTYPES, TIERS, as_unicode
 from gen5dask.train.augment import network_input
 from gen5dask.train.models import build_model
 
@@ -43,8 +48,11 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "kind": ("U", ""), "split": ("U", ""), "region": ("i4", -1), "tier": ("U", ""),
     "subtype": ("U", ""), "inject_mode": ("U", ""), "eval_only": ("i1", 0),
     "theta_e": ("f4", np.nan), "psfsize_r": ("f4", np.nan), "psfdepth_r": ("f4", np.nan),
-    "arc_snr": ("f4", np.nan), "host_sample": ("i8", -1),
+    "arc_snr": ("f4", np.nan), "host_sample": ("i8", -1), "snr_opt": ("f4", np.nan),
 }
+
+#: name of the embedding variable of a scores table (dims ``row, feature``)
+EMBEDDING = "embedding"
 
 _MODEL_CACHE: dict[tuple, tuple[torch.nn.Module, dict]] = {}
 _BAND_COL = re.compile(r"^(psfsize|psfdepth)_(\w+)$")
@@ -101,9 +109,14 @@ def score_images(
     *,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
-) -> np.ndarray:
+    embeddings: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """p_lens for flux stamps ``(n, nband, H, W)`` (nanomaggies): shared normalisation, no
-    augmentation, metadata standardised with the model file's mean/std. float32 ``(n,)``."""
+    augmentation, metadata standardised with the model file's mean/std. float32 ``(n,)``.
+
+    With ``embeddings`` returns ``(p_lens, embedding)``, the second float32
+    ``(n, model.embed_dim)`` from the same forward pass (penultimate layer, see
+    :meth:`gen5dask.train.models.LensResNet.embed`)."""
     norm = info["norm"]
     x = network_input(np.ascontiguousarray(images, np.float32), r_outer=norm["r_outer"],
                       clip=norm["clip"])
@@ -113,13 +126,19 @@ def score_images(
         std = np.asarray(info["meta_std"], np.float32)
         meta_std = ((np.asarray(meta, np.float32) - mean) / std).astype(np.float32)
     out = np.empty(x.shape[0], np.float32)
+    emb = np.empty((x.shape[0], model.embed_dim), np.float32) if embeddings else None
     with torch.no_grad():
         for a in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(x[a : a + batch_size]).to(device)
             xb = xb.contiguous(memory_format=torch.channels_last)
             mb = torch.from_numpy(meta_std[a : a + batch_size]).to(device) if n_meta else None
-            out[a : a + batch_size] = torch.sigmoid(model(xb, mb).float()).cpu().numpy()
-    return out
+            if emb is not None:
+                logit, e = model(xb, mb, return_embedding=True)
+                emb[a : a + batch_size] = e.float().cpu().numpy()
+            else:
+                logit = model(xb, mb)
+            out[a : a + batch_size] = torch.sigmoid(logit.float()).cpu().numpy()
+    return out if emb is None else (out, emb)
 
 
 def _in_dask_worker() -> bool:
@@ -141,10 +160,12 @@ def score_chunk(
     batch_size: int = 256,
     device: str = "cpu",
     threads: int | None = None,
+    embeddings: bool = False,
 ) -> dict[str, np.ndarray]:
     """Score the rows of chunk ``index`` of a store (rows of ``kinds`` only, if given).
 
-    Returns ``{"index", "row" (int64 store positions), "sample" (int64), "score" (float32)}``.
+    Returns ``{"index", "row" (int64 store positions), "sample" (int64), "score" (float32)}``,
+    plus ``"embedding"`` (float32 ``(n, D)``) with ``embeddings``.
     On a Dask worker torch uses 1 thread (the worker count decides parallelism).
     """
     if _in_dask_worker():
@@ -165,13 +186,21 @@ def score_chunk(
         keep = np.isin(data["kind"], list(kinds))
     local = np.flatnonzero(keep)
     if local.size == 0:
-        return {"index": index, "row": np.zeros(0, np.int64), "sample": np.zeros(0, np.int64),
-                "score": np.zeros(0, np.float32)}
+        out = {"index": index, "row": np.zeros(0, np.int64), "sample": np.zeros(0, np.int64),
+               "score": np.zeros(0, np.float32)}
+        if embeddings:
+            out["embedding"] = np.zeros((0, model.embed_dim), np.float32)
+        return out
     sub = {k: v[local] for k, v in data.items()}
     meta = columns_from_chunk(sub, mcols, geom["bands"])
-    p = score_images(model, info, sub["image"], meta, batch_size=batch_size, device=device)
-    return {"index": index, "row": (index * cs + local).astype(np.int64),
-            "sample": sub["sample"].astype(np.int64), "score": p}
+    res = score_images(model, info, sub["image"], meta, batch_size=batch_size, device=device,
+                       embeddings=embeddings)
+    p, emb = res if embeddings else (res, None)
+    out = {"index": index, "row": (index * cs + local).astype(np.int64),
+           "sample": sub["sample"].astype(np.int64), "score": p}
+    if emb is not None:
+        out["embedding"] = emb
+    return out
 
 
 def scores_table(store_name: str, table: pd.DataFrame, rows: np.ndarray,
@@ -192,8 +221,13 @@ def scores_table(store_name: str, table: pd.DataFrame, rows: np.ndarray,
     return pd.DataFrame(out)
 
 
-def write_scores(path: str | Path, df: pd.DataFrame, *, attrs: dict | None = None) -> Path:
-    """Write a scores table as a Zarr (xarray Dataset along ``row``; strings as int8 codes)."""
+def write_scores(path: str | Path, df: pd.DataFrame, *, attrs: dict | None = None,
+                 embedding: np.ndarray | None = None) -> Path:
+    """Write a scores table as a Zarr (xarray Dataset along ``row``; strings as strings).
+
+    ``embedding``: optional float32 ``(len(df), D)`` penultimate-layer features, one row per
+    table row, written as variable ``embedding`` with dims ``(row, feature)``.
+    """
     import xarray as xr
 
     from gen5dask.store.zarrstore import quiet_zarr
@@ -209,11 +243,18 @@ def write_scores(path: str | Path, df: pd.DataFrame, *, attrs: dict | None = Non
             if bad:
                 msg = f"scores column {col!r}: unknown value(s) {bad}; legend {list(legend)}"
                 raise ValueError(msg)
-            codes = np.fromiter((lookup[str(v)] for v in vals), dtype="i1", count=len(vals))
-            data_vars[col] = ("row", codes, {"gen5dask_legend": list(legend),
-                                             "flag_values": list(range(len(legend)))})
+            strings = np.asarray(vals, dtype=str).astype(np.dtypes.StringDType())
+            data_vars[col] = ("row", strings, {"allowed_values": list(legend)})  # Zarr v3 strings
         else:
             data_vars[col] = ("row", vals.astype(dtype), {})
+    if embedding is not None:
+        emb = np.asarray(embedding, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != len(df):
+            msg = f"embedding must be ({len(df)}, D) (one row per table row), got {emb.shape}"
+            raise ValueError(msg)
+        data_vars[EMBEDDING] = (("row", "feature"), emb, {
+            "long_name": "penultimate-layer features of the scoring model (LensResNet.embed)",
+            "units": "1"})
     ds = xr.Dataset(data_vars, attrs=dict(attrs or {}))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -241,10 +282,53 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         ds = xr.open_zarr(p, consolidated=True).load()
     out = {}
     for name in ds.data_vars:
+        if ds[name].dims != ("row",):
+            continue  # e.g. ``embedding`` (row, feature): read_embeddings
         vals = ds[name].values
         legend = ds[name].attrs.get("gen5dask_legend")
-        out[name] = np.asarray(legend)[vals.astype(np.int64)] if legend is not None else vals
+        out[name] = (np.asarray(legend)[vals.astype(np.int64)] if legend is not None  # old tables
+                     else as_unicode(vals) if vals.dtype.kind == "T" else vals)
     return pd.DataFrame(out)
+
+
+def read_embeddings(path: str | Path, *, store: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate-layer embeddings of a scores table: ``(sample ids int64 (n,), float32 (n, D))``.
+
+    Rows are in table order (the order of :func:`read_scores`); ``store`` keeps only the rows of
+    one scored store (``train``, ``anchors``, ``hardneg``, ``survey``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the table does not exist.
+    KeyError
+        If it has no ``embedding`` variable (scored with ``score.embeddings: false``).
+    """
+    import xarray as xr
+
+    from gen5dask.store.zarrstore import quiet_zarr
+
+    p = Path(path)
+    if not p.exists():
+        msg = f"scores table {p} does not exist; run `gen5dask score`"
+        raise FileNotFoundError(msg)
+    with quiet_zarr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = xr.open_zarr(p, consolidated=True)
+        if EMBEDDING not in ds:
+            msg = f"{p}: no {EMBEDDING!r} variable; rescore with score.embeddings: true"
+            raise KeyError(msg)
+        ids = ds["sample"].values.astype(np.int64)
+        emb = ds[EMBEDDING].values.astype(np.float32)
+        if store is not None:
+            legend = list(ds["store"].attrs["gen5dask_legend"])
+            if store not in legend:
+                msg = f"store must be one of {legend}, got {store!r}"
+                raise ValueError(msg)
+            keep = ds["store"].values.astype(np.int64) == legend.index(store)
+            ids, emb = ids[keep], emb[keep]
+    return ids, emb
 
 
 def read_scores_attrs(path: str | Path) -> dict:
@@ -260,10 +344,12 @@ def read_scores_attrs(path: str | Path) -> dict:
 
 __all__ = [
     "COLUMNS",
+    "EMBEDDING",
     "LEGENDS",
     "STORE_LEGEND",
     "columns_from_chunk",
     "load_scorer",
+    "read_embeddings",
     "read_scores",
     "read_scores_attrs",
     "score_chunk",

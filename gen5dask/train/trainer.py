@@ -44,6 +44,7 @@ from gen5dask.store import fingerprint
 from gen5dask.train.augment import EvalTransform, TrainTransform
 from gen5dask.train.dataset import ArmData, StampStream, arm_selection, make_loader
 from gen5dask.train.models import arch_spec, build_model
+from gen5dask.train.normstats import store_norm_stats
 
 HIGHER_IS_BETTER = {"val_auc": True, "val_loss": False}
 KEEP_CHECKPOINTS = 2
@@ -124,24 +125,33 @@ def _gather(arr: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str, *, cpu_bf16: bool = False):
     if device.type == "cuda" and precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type="cuda", dtype=dtype)
+    if device.type == "cpu" and cpu_bf16:
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """``torch.channels_last`` or ``torch.contiguous_format``."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def predict_logits(model: torch.nn.Module, loader, device: torch.device, *,
-                   precision: str = "fp32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   precision: str = "fp32", cpu_bf16: bool = False,
+                   channels_last: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eval-mode logits of every batch of ``loader``: ``(sample ids, labels, logits)``."""
     model.eval()
     ids, labels, logits = [], [], []
+    fmt = memory_format(channels_last)
     with torch.no_grad():
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
-            x = x.contiguous(memory_format=torch.channels_last)
-            meta = batch["meta"].to(device)
-            with _autocast(device, precision):
+            x = x.contiguous(memory_format=fmt)
+            meta = batch["meta"].to(device, non_blocking=True)
+            with _autocast(device, precision, cpu_bf16=cpu_bf16):
                 out = model(x, meta if meta.shape[1] else None)
             logits.append(out.float().cpu().numpy())
             labels.append(batch["label"].numpy())
@@ -179,7 +189,8 @@ def meta_standardisation(data: ArmData, n_meta: int) -> tuple[np.ndarray, np.nda
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _store_parents(cfg, arm) -> list[dict]:
+def store_parents(cfg, arm) -> list[dict]:
+    """Fingerprints of the stores an arm trains on (``train.zarr``, ``hardneg.zarr``)."""
     out = [fingerprint(cfg.layout.train)]
     if arm.hard_negatives and Path(cfg.layout.hardneg).exists():
         out.append(fingerprint(cfg.layout.hardneg))
@@ -189,11 +200,37 @@ def _store_parents(cfg, arm) -> list[dict]:
 def arm_fingerprint(cfg, arm, parents: list[dict]) -> str:
     """Hash deciding whether a checkpoint/model belongs to this training run."""
     return config_hash({
-        "train": cfg.train.model_dump(mode="json", exclude={"progress", "num_workers", "arms"}),
+        "train": cfg.train.model_dump(mode="json", exclude={
+            "progress", "num_workers", "arms", "loader_start_method", "norm_stats_cache"}),
         "arm": arm.model_dump(mode="json"), "seed": cfg.seed, "stamp_size": cfg.stamp_size,
         "bands": list(cfg.bands),
         "parents": [{k: p.get(k) for k in ("path", "config_hash", "n_samples")} for p in parents],
     })
+
+
+def norm_stats_dir(cfg) -> Path:
+    """Cache directory of the per-store normalisation statistics (``models/norm_stats``)."""
+    return cfg.layout.models_dir / "norm_stats"
+
+
+def attach_norm_stats(selections, *, r_outer: float, cache_dir: Path | None,
+                      threads: int | None = None) -> None:
+    """Give every selection its rows' cached normalisation statistics (``sel.stats``).
+
+    Under DDP rank 0 computes and caches a missing store's statistics while the others wait,
+    then every rank reads the file.
+    """
+    threads = threads or torch.get_num_threads()
+    paths = sorted({s.path for s in selections})
+    if cache_dir is not None and _is_dist():
+        if torch.distributed.get_rank() == 0:
+            for p in paths:
+                store_norm_stats(p, r_outer=r_outer, cache_dir=cache_dir, threads=threads)
+        torch.distributed.barrier()
+    stats = {p: store_norm_stats(p, r_outer=r_outer, cache_dir=cache_dir, threads=threads)
+             for p in paths}
+    for s in selections:
+        s.stats = np.ascontiguousarray(stats[s.path][s.rows])
 
 
 def _checkpoints(ckdir: Path) -> list[Path]:
@@ -285,9 +322,10 @@ def train_arm(
         torch.cuda.set_device(device)
     if device.type == "cpu":
         torch.set_num_threads(tc.torch_threads or os.cpu_count() or 1)
+    fmt = memory_format(tc.channels_last)
     show = (tc.progress if progress is None else progress) and rank == 0
     layout = cfg.layout
-    parents = _store_parents(cfg, arm)
+    parents = store_parents(cfg, arm)
     fp = arm_fingerprint(cfg, arm, parents)
 
     tables: dict = {}
@@ -311,6 +349,8 @@ def train_arm(
             raise ValueError(msg)
     n_meta = len(tc.metadata_columns)
     meta_mean, meta_std = meta_standardisation(tr, n_meta)
+    attach_norm_stats([*tr.selections, *va.selections], r_outer=tc.norm_r_outer,
+                      cache_dir=norm_stats_dir(cfg) if tc.norm_stats_cache else None)
 
     aug = TrainTransform(
         seed=cfg.seed, rotate_flip=tc.rotate_flip, mask=arm.center_mask,
@@ -322,13 +362,32 @@ def train_arm(
     evt = EvalTransform(r_outer=tc.norm_r_outer, clip=tc.norm_clip)
     train_stream = StampStream(tr.selections, batch_size=tc.batch_size, seed=cfg.seed,
                                shuffle=True, shuffle_buffer=tc.shuffle_buffer, transform=aug,
-                               meta_mean=meta_mean, meta_std=meta_std)
+                               meta_mean=meta_mean, meta_std=meta_std,
+                               channels_last=tc.channels_last)
     val_stream = StampStream(va.selections, batch_size=tc.eval_batch_size, seed=cfg.seed,
                              shuffle=False, transform=evt, meta_mean=meta_mean,
-                             meta_std=meta_std)
+                             meta_std=meta_std, channels_last=tc.channels_last)
     pin = device.type == "cuda"
-    train_loader = make_loader(train_stream, num_workers=tc.num_workers, pin_memory=pin)
-    val_loader = make_loader(val_stream, num_workers=tc.num_workers, pin_memory=pin)
+    train_loader = make_loader(train_stream, num_workers=tc.num_workers, pin_memory=pin,
+                               start_method=tc.loader_start_method)
+    val_loader = make_loader(val_stream, num_workers=tc.num_workers, pin_memory=pin,
+                             start_method=tc.loader_start_method)
+    try:
+        return _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr, va,
+                           n_meta, meta_mean, meta_std, spec_args=(tc.model, len(cfg.bands)),
+                           streams=(train_stream, val_stream),
+                           loaders=(train_loader, val_loader), fmt=fmt,
+                           provenance=provenance, stop_after=stop_after)
+    finally:
+        train_loader.close()
+        val_loader.close()
+
+
+def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr, va, n_meta,
+                meta_mean, meta_std, *, spec_args, streams, loaders, fmt, provenance,
+                stop_after):
+    train_stream, val_stream = streams
+    train_loader, val_loader = loaders
 
     init_seed = key(cfg.seed, f"train_init:{arm.name}", 0) & 0x7FFFFFFFFFFFFFFF
     torch.manual_seed(init_seed)
@@ -336,8 +395,8 @@ def train_arm(
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    spec = arch_spec(tc.model, in_channels=len(cfg.bands), n_meta=n_meta)
-    model = build_model(spec).to(device).to(memory_format=torch.channels_last)
+    spec = arch_spec(spec_args[0], in_channels=spec_args[1], n_meta=n_meta)
+    model = build_model(spec).to(device).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = LRSchedule(lr=tc.lr, epochs=tc.epochs, kind=tc.schedule,
                        warmup_frac=tc.warmup_frac, min_lr_frac=tc.min_lr_frac)
@@ -346,6 +405,8 @@ def train_arm(
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        net = torch.compile(net)
 
     metric = tc.selection_metric
     higher = HIGHER_IS_BETTER[metric]
@@ -398,10 +459,10 @@ def train_arm(
             wait += time.perf_counter() - t_w
             sched.apply(opt, epoch, j, nb)
             x = batch["image"].to(device, non_blocking=True)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)  # no copy: the loader writes this layout
             y = batch["label"].to(device, non_blocking=True)
             meta = batch["meta"].to(device, non_blocking=True)
-            with _autocast(device, tc.precision):
+            with _autocast(device, tc.precision, cpu_bf16=tc.cpu_bf16):
                 logits = net(x, meta if n_meta else None)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -420,7 +481,8 @@ def train_arm(
         loss_sum, n_all = _all_sum([loss_sum, float(n_seen)], device)
         train_seconds = time.perf_counter() - t0
         val_stream.set_epoch(epoch)
-        _, vlab, vlog = predict_logits(model, val_loader, device, precision=tc.precision)
+        _, vlab, vlog = predict_logits(model, val_loader, device, precision=tc.precision,
+                                       cpu_bf16=tc.cpu_bf16, channels_last=tc.channels_last)
         vlab, vlog = _gather(vlab), _gather(vlog)
         vm = binary_metrics(vlab, vlog)
         seconds = time.perf_counter() - t0
@@ -514,11 +576,15 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "LRSchedule",
     "arm_fingerprint",
+    "attach_norm_stats",
     "binary_metrics",
     "curves_path",
     "load_model_file",
+    "memory_format",
     "meta_standardisation",
+    "norm_stats_dir",
     "predict_logits",
     "resolve_device",
+    "store_parents",
     "train_arm",
 ]

@@ -114,7 +114,7 @@ def test_config_sections():
     a = AblationConfig()
     assert [x.name for x in a.arms] == ["baseline", "masked", "remediated"]
     assert (a.arms[2].brightness, a.arms[2].hard_negatives, a.arms[2].center_mask) == (
-        "calibrated", True, True)
+        "calibrated", True, "decision")
     assert decide({"baseline": arm(0.2), "masked": arm(0.6)}, a)["branch"] == BRANCH_PROCEED
     with pytest.raises(ValidationError, match="duplicate"):
         AblationConfig(arms=[a.arms[0], a.arms[0]])
@@ -124,3 +124,34 @@ def test_config_sections():
         DecisionConfig(bogus=1)
     with pytest.raises(ValidationError):
         ArmConfig(name="x", brightness="bright", hard_negatives=False, center_mask=False)
+
+
+def test_final_arm_mask_follows_the_branch():
+    from gen5dask.evaluate.decision import (
+        BRANCH_CALIBRATION,
+        BRANCH_CENTER_ONLY,
+        BRANCH_PROCEED,
+        BRANCH_UNDETERMINED,
+        final_arm_mask,
+        resolve_arms,
+    )
+
+    assert final_arm_mask({"branch": BRANCH_PROCEED})[0] is True
+    assert final_arm_mask({"branch": BRANCH_CENTER_ONLY})[0] is False
+    assert final_arm_mask({"branch": BRANCH_CALIBRATION})[0] is False
+    assert final_arm_mask({"branch": BRANCH_UNDETERMINED})[0] is None
+    arms = AblationConfig().arms
+    for branch, want in ((BRANCH_PROCEED, True), (BRANCH_CALIBRATION, False),
+                         (BRANCH_UNDETERMINED, False)):
+        out, why = resolve_arms(arms, {"branch": branch})
+        assert [a.center_mask for a in out] == [False, True, want]
+        assert set(why) == {"remediated"} and why["remediated"]["center_mask"] is want
+        assert all(isinstance(a, ArmConfig) for a in out)
+
+
+def test_deciding_arms_cannot_wait_for_the_decision():
+    with pytest.raises(ValueError, match="decide the centre-mask branch"):
+        AblationConfig(arms=[
+            {"name": "baseline", "brightness": "uncalibrated", "hard_negatives": False,
+             "center_mask": "decision"},
+        ])

@@ -12,9 +12,10 @@ import pytest
 from gen5dask.config.report import ReportConfig
 from gen5dask.evaluate import plots
 from gen5dask.evaluate.metrics import compute_arm_metrics
-from gen5dask.evaluate.report import SECTIONS, build_report
+from gen5dask.evaluate.report import SECTIONS
 from gen5dask.evaluate.stats import compare_populations
 from gen5dask.paths import OutputLayout
+from gen5dask.stages.report import build_report, read_jsonl
 
 from .synth import make_scores
 
@@ -130,7 +131,43 @@ def test_read_jsonl_names_bad_line(tmp_path):
     p = tmp_path / "log.jsonl"
     p.write_text('{"epoch": 0}\n\n[1]\n')
     with pytest.raises(ValueError, match=r"log.jsonl:3: expected a JSON object"):
-        plots.read_jsonl(p)
+        read_jsonl(p)
     p.write_text('{"epoch": 0}\n{bad\n')
     with pytest.raises(ValueError, match=r"log.jsonl:2: not valid JSON"):
-        plots.read_jsonl(p)
+        read_jsonl(p)
+
+
+def test_evaluation_layer_is_pure():
+    """evaluate/ knows no stage, store or output layout, and reads no file (DESIGN §2)."""
+    import ast
+    from pathlib import Path
+
+    import gen5dask.evaluate as ev
+
+    for f in Path(ev.__file__).parent.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(
+                    ("gen5dask.stages", "gen5dask.store", "gen5dask.paths", "gen5dask.cli")
+                ), f"{f.name} imports {node.module}"
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("read_text", "read_bytes", "open_zarr"), (
+                    f"{f.name} reads files ({node.attr})")
+
+
+def test_render_report_is_pure(metrics):
+    from gen5dask.evaluate.decision import decide
+    from gen5dask.evaluate.report import ReportInputs, render_report
+
+    inputs = ReportInputs(gates=[{"name": "g", "passed": True, "blocking": True}],
+                          errors={"audit": "JSONDecodeError: bad"},
+                          missing={"calibration": "calibration.json not found: calibrate"})
+    page = render_report(inputs, metrics=metrics, decision=decide(metrics), config_text="x",
+                         generated="now")
+    assert page == render_report(inputs, metrics=metrics, decision=decide(metrics),
+                                 config_text="x", generated="now")
+    pops = page.split('id="populations"')[1].split("</section>")[0]
+    assert "section failed" in pops and "JSONDecodeError: bad" in pops
+    assert "calibration.json not found: calibrate" in page
+    assert "matched-filter limit" in page

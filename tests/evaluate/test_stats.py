@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -144,3 +145,32 @@ def test_wilson_limits_exact_at_boundaries_and_plot_accepts_them():
              "lo": [wilson_interval(0, 63)[0], wilson_interval(5, 5)[0]],
              "hi": [wilson_interval(0, 63)[1], wilson_interval(5, 5)[1]]}
     assert completeness_1d_png({"arc_snr": curve})[:4] == b"\x89PNG"
+
+
+def test_bca_interval_is_scipys_with_the_keyed_stream():
+    from gen5dask.evaluate.stats import bootstrap_rng
+
+    x = np.random.default_rng(4).gamma(2.0, 1.0, 120)
+    lo, hi = bootstrap_ci(np.mean, x, n_boot=999, seed=3, name="mean", method="BCa")
+    ref = st.bootstrap((x,), np.mean, n_resamples=999, method="BCa", vectorized=False,
+                       rng=bootstrap_rng(3, "mean")).confidence_interval
+    assert (lo, hi) == pytest.approx((ref.low, ref.high))
+    assert lo < x.mean() < hi
+    with pytest.raises(ValueError, match="method"):
+        bootstrap_ci(np.mean, x, n_boot=10, seed=0, method="basic")
+
+
+def test_anderson_darling_p_is_a_permutation_p_not_capped():
+    from gen5dask.evaluate.stats import ad_permutation_test
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0, 1, 200), rng.normal(1.5, 1, 200)
+    stat, p = ad_permutation_test(a, b, n_resamples=1999, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's tabulated p-value floor, which we avoid
+        assert stat == pytest.approx(st.anderson_ksamp([a, b]).statistic)
+    assert p == pytest.approx(1 / 2000)  # below scipy's tabulated floor of 0.001
+    _, p_null = ad_permutation_test(rng.normal(0, 1, 200), rng.normal(0, 1, 200),
+                                    n_resamples=499, seed=1)
+    assert 0.01 < p_null <= 1.0
+    assert ad_permutation_test(a, [], n_resamples=9, seed=0) == (None, None)

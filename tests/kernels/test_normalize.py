@@ -152,3 +152,73 @@ def test_normalize_shapes_in_place_and_errors():
         normalize_stamps(x, out=np.empty(x.shape, dtype=np.float64))
     with pytest.raises(ValueError, match="shape"):
         normalize_stamps(np.zeros(5))
+
+
+# --------------------------------------------------------------------------- two-step form
+
+
+def test_stats_then_apply_is_normalize_stamps_bit_for_bit():
+    from gen5dask.kernels.normalize import apply_norm, norm_stats
+
+    rng = np.random.default_rng(5)
+    x = (rng.normal(2.0, 1.0, size=(5, 3, 40, 40)) ** 3).astype(np.float32)
+    x[0, 1, 3, 3] = np.nan
+    st_ = norm_stats(x, r_outer=12.0)
+    assert st_.shape == (5, 3, 2) and st_.dtype == np.float32 and (st_[..., 1] > 0).all()
+    np.testing.assert_array_equal(apply_norm(x, st_, clip=6.0),
+                                  normalize_stamps(x, r_outer=12.0, clip=6.0))
+    # the statistics are the outer-region median and 1.4826 MAD (numpy reference)
+    r = _r(40, 40)
+    vals = x[2, 0][r >= 12].astype(np.float64)
+    med = np.median(vals)
+    assert st_[2, 0, 0] == pytest.approx(med, rel=1e-6)
+    assert st_[2, 0, 1] == pytest.approx(1.4826 * np.median(np.abs(vals - med)), rel=1e-6)
+    with pytest.raises(ValueError, match="stats must be float32"):
+        apply_norm(x, st_.astype(np.float64))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_apply_norm_into_is_normalise_then_d4(channels_last):
+    from gen5dask.kernels.normalize import apply_norm, apply_norm_into, norm_stats
+    from gen5dask.train.augment import d4_transform
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(0.0, 1.0, size=(16, 3, 32, 32)).astype(np.float32)
+    x[:, :, 10:14, 5:9] += 30.0  # an asymmetric feature, clipped
+    x[3, 2, 0, 1] = np.inf
+    st_ = norm_stats(x)
+    codes = np.arange(16) % 8
+    src_rows = np.array([5, 0, 7, 2, 9, 11, 15, 1, 3, 4, 6, 8, 10, 12, 13, 14])
+    out_rows = np.arange(16)[::-1].copy()
+    shape = (16, 32, 32, 3) if channels_last else (16, 3, 32, 32)
+    out = np.full(shape, np.nan, np.float32)
+    apply_norm_into(x, src_rows, st_[src_rows], out, out_rows, codes=codes,
+                    channels_last=channels_last)
+    want = d4_transform(apply_norm(x[src_rows], st_[src_rows]), codes)
+    got = out[out_rows]
+    if channels_last:
+        got = got.transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(got, want)  # bit-identical to the unfused steps
+
+
+def test_d4_permutations_match_d4_transform():
+    from gen5dask.kernels.normalize import d4_permutations
+    from gen5dask.train.augment import d4_transform
+
+    for H in (7, 8):
+        img = np.arange(H * H, dtype=np.float32).reshape(1, 1, H, H)
+        perms = d4_permutations(H, H)
+        for c in range(8):
+            np.testing.assert_array_equal(perms[c], d4_transform(img, np.array([c]))[0, 0].ravel())
+    assert (d4_permutations(4, 6)[4:] == -1).all()
+
+
+def test_outer_has_finite():
+    from gen5dask.kernels.normalize import outer_has_finite
+
+    x = np.zeros((3, 1, 40, 40), np.float32)
+    r = _r(40, 40)
+    x[1, 0][r >= 16] = np.nan
+    x[2, 0][r >= 16] = np.nan
+    x[2, 0, 0, 0] = 1.0  # one finite corner pixel is enough
+    np.testing.assert_array_equal(outer_has_finite(x)[:, 0], [True, False, True])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from gen5dask.injection.realgalaxy import load_real_galaxy_catalog
 from gen5dask.kernels.render import render_lensed_image
-from gen5dask.sim.realgalaxy import load_real_galaxy_catalog
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 PALTAS = DATA / "cosmos_hst_paltas" / "real_galaxy_catalog_23.5.fits"

@@ -256,7 +256,7 @@ def test_direction_table_trace_matches_exact_deflection(q):
     # the renderer traces rays through a per-sample direction table of the SIE (degree-0
     # homogeneous); it must agree with the exact SIE + shear deflection to < 2e-8 theta_E
     from gen5dask.kernels.lensing import sie_shear_deflection
-    from gen5dask.kernels.render import _fill_defl_table, _table_intervals, _trace
+    from gen5dask.kernels.raytrace import fill_deflection_table, table_intervals, trace
 
     rng = np.random.default_rng(11)
     te, pa, g1, g2 = 1.7, 0.7, 0.03, -0.05
@@ -266,11 +266,51 @@ def test_direction_table_trace_matches_exact_deflection(q):
                         [0.0, 1.0, 0.0, 1.0, -3.0, 3.0], np.zeros(200)])
     x[-100:] = y[-100:] = rng.uniform(-5, 5, 100)  # diagonal |x| = |y|
     ax, ay = sie_shear_deflection(x, y, te, q, pa, g1, g2)
-    nint = _table_intervals(q)
+    nint = table_intervals(q)
     tab = np.empty((2, nint + 4, 2))
     b, s = te * np.sqrt(q), 1e-10 / np.sqrt(q)
-    _fill_defl_table(tab, nint, b, s, q, np.cos(pa), np.sin(pa))
+    fill_deflection_table(tab, nint, b, s, q, np.cos(pa), np.sin(pa))
     lens = (b, s, q, np.cos(pa), np.sin(pa), g1, g2, 0.5 * nint)
-    got = np.array([_trace(xi, yi, lens, tab) for xi, yi in zip(x, y, strict=True)])
+    got = np.array([trace(xi, yi, lens, tab) for xi, yi in zip(x, y, strict=True)])
     err = np.hypot(got[:, 0] - (x - ax), got[:, 1] - (y - ay))
     assert err.max() < 2e-8 * te, err.max()
+
+
+@pytest.mark.parametrize("q", [0.1, 0.5, 0.9, 1.0])
+def test_trace_jacobian_matches_finite_differences(q):
+    # the Jacobian from the interpolant's derivative bounds every pixel footprint: it must
+    # match a central difference of the exact deflection to well inside JACOBIAN_SAFETY
+    from gen5dask.kernels.cubature import JACOBIAN_SAFETY
+    from gen5dask.kernels.lensing import sie_shear_deflection
+    from gen5dask.kernels.raytrace import (
+        fill_deflection_table,
+        square_image_radius,
+        table_intervals,
+        trace,
+        trace_jacobian,
+    )
+
+    rng = np.random.default_rng(5)
+    te, pa, g1, g2 = 1.4, -0.4, 0.04, 0.02
+    x = np.concatenate([rng.uniform(-6, 6, 300), rng.uniform(-0.009, 0.009, 20)])
+    y = np.concatenate([rng.uniform(-6, 6, 300), rng.uniform(-0.009, 0.009, 20)])
+    nint = table_intervals(q)
+    tab = np.empty((2, nint + 4, 2))
+    b, s = te * np.sqrt(q), 1e-10 / np.sqrt(q)
+    fill_deflection_table(tab, nint, b, s, q, np.cos(pa), np.sin(pa))
+    lens = (b, s, q, np.cos(pa), np.sin(pa), g1, g2, 0.5 * nint)
+    e = 1e-6
+    for xi, yi in zip(x, y, strict=True):
+        bx, by, j11, j12, j21, j22 = trace_jacobian(xi, yi, lens, tab)
+        assert (bx, by) == pytest.approx(trace(xi, yi, lens, tab), abs=1e-12)
+        ax = sie_shear_deflection(np.array([xi + e, xi - e, xi, xi]),
+                                  np.array([yi, yi, yi + e, yi - e]), te, q, pa, g1, g2)
+        fd = np.array([[1 - (ax[0][0] - ax[0][1]) / (2 * e), -(ax[0][2] - ax[0][3]) / (2 * e)],
+                       [-(ax[1][0] - ax[1][1]) / (2 * e), 1 - (ax[1][2] - ax[1][3]) / (2 * e)]])
+        got = np.array([[j11, j12], [j21, j22]])
+        scale = np.abs(fd).max() + 1.0
+        assert np.abs(got - fd).max() < 1e-2 * JACOBIAN_SAFETY * scale * 10, (xi, yi, got, fd)
+        # the square-image radius is the farthest corner of the mapped unit square
+        corners = got @ np.array([[0.5, 0.5, -0.5, -0.5], [0.5, -0.5, 0.5, -0.5]])
+        assert square_image_radius(j11, j12, j21, j22) == pytest.approx(
+            np.hypot(*corners).max(), rel=1e-12)

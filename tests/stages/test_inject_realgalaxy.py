@@ -11,13 +11,8 @@ from astropy.io import fits
 
 from gen5dask.config import ConfigError
 from gen5dask.config.inject import InjectConfig
-from gen5dask.sim.injection_params import (
-    BORDER_PIX,
-    MODE_CODES,
-    TargetDistribution,
-    draw_injection_params,
-    prepare_real_galaxy,
-)
+from gen5dask.injection.laws import MODE_CODES, TargetDistribution, draw_injection_params
+from gen5dask.injection.sources import BORDER_PIX, prepare_real_galaxy
 from gen5dask.store import is_complete, read_samples, read_table, validate
 from tests.stages.test_inject import cfg_for, make_hosts
 
@@ -209,8 +204,9 @@ def rg_run(rg_hosts, rg_catalog, tmp_path_factory):
 
 
 def test_real_galaxy_store_truth_and_flux(rg_run, rg_hosts, rg_catalog):
+    from gen5dask.injection.colour import colour_factors
     from gen5dask.kernels.render import render_lensed_image
-    from gen5dask.stages.inject import colour_factors, target_distribution
+    from gen5dask.stages.inject import target_distribution
 
     cfg, path = rg_run
     _, hd = rg_hosts
@@ -315,13 +311,16 @@ def test_real_galaxy_deterministic_across_chunking(rg_run, rg_hosts, rg_catalog,
     assert set(out) == set(ref)
     for k in ref:
         np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
-    # a rerun is a no-op; a changed catalogue (same path) never silently resumes the store
-    from gen5dask.store import StoreError
+    # a rerun is a no-op; a changed catalogue (same path) never silently resumes the store:
+    # it is rebuilt (a new config hash, every chunk rewritten)
+    from gen5dask.store import read_attrs
 
     assert run_inject(cfg) == cfg.layout.train
+    old_hash = read_attrs(cfg.layout.train)["config_hash"]
     fits.setval(cat, "EXTRA", value=1, ext=1)
-    with pytest.raises(StoreError, match="force"):
-        run_inject(cfg)
+    run_inject(cfg)
+    assert read_attrs(cfg.layout.train)["config_hash"] != old_hash
+    assert is_complete(cfg.layout.train)
 
 
 def test_real_galaxy_bad_catalogue(rg_hosts, rg_catalog, tmp_path):

@@ -12,7 +12,7 @@ from gen5dask.config import config_from_dict
 from gen5dask.kernels.photometry import core_brightness
 from gen5dask.sim import survey
 from gen5dask.stages.simulate import make_context, run_simulate
-from gen5dask.store import StoreError, read_attrs, read_samples, read_table, validate
+from gen5dask.store import read_attrs, read_samples, read_table, validate
 
 SMALL = {
     "n_hosts": 40,
@@ -184,8 +184,11 @@ def test_resume_force_and_config_change(tmp_path):
     assert run_simulate(cfg) == path  # complete: returned as is
     changed = _cfg(tmp_path, "r", n_hosts=6, n_anchors=2, n_stress=1, n_hard_negatives=1,
                    n_rings=1, off_target_fraction=0.0)
-    with pytest.raises(StoreError, match="force"):
-        run_simulate(changed)
+    # another config replaces the store (issue #14: a rerun never asks to delete anything)
+    assert read_table(run_simulate(changed))["kind"].eq("host").sum() == 6
+    again = _all_arrays(run_simulate(cfg))
+    for name, arr in before.items():
+        np.testing.assert_array_equal(arr, again[name], err_msg=name)
     again = _all_arrays(run_simulate(cfg, force=True))
     for name, arr in before.items():
         np.testing.assert_array_equal(arr, again[name], err_msg=name)
@@ -204,3 +207,51 @@ def test_lenscat_positions(tmp_path):
     merged = lst.merge(pd.DataFrame({"name": names, "ra_c": catalog["RA [deg]"]}), on="name")
     np.testing.assert_allclose(merged.ra, merged.ra_c, atol=1e-6)
     assert read_attrs(path)["simulate_anchor_positions_used"] == "lenscat"
+
+
+def test_anchor_model_injection_is_exactly_the_injection_model(tmp_path):
+    """``simulate.anchor_model: injection``: the anchors' lens and source are the injection
+    laws' keyed draws, rendered by the injection renderer with the one amplitude policy."""
+    from gen5dask.injection.colour import colour_factors
+    from gen5dask.injection.matched_filter import snr_opt_reference
+    from gen5dask.injection.render import render_unit_arcs
+    from gen5dask.injection.spec import InjectionModel
+    from gen5dask.stages.run import step_fingerprints
+
+    cfg = config_from_dict({
+        "output_dir": str(tmp_path / "inj"), "stamp_size": 32, "chunk_size": 32, "seed": 11,
+        "simulate": {**SMALL, "off_target_fraction": 0.0, "anchor_model": "injection"},
+        "inject": {"theta_e_range": [0.6, 0.9], "src_gr_range": [1.0, 1.3]},
+    })
+    path = run_simulate(cfg)
+    t = read_table(path)
+    anc = t[(t.kind == "anchor") & t.arc_snr.notna()]
+    assert len(anc) == SMALL["n_anchors"]
+    assert anc.theta_e.between(0.6, 0.9).all() and anc.src_gr.between(1.0, 1.3).all()
+    ctx = make_context(cfg)
+    for sid in anc["sample"].to_numpy()[:3]:
+        lens, target = survey.injection_model_lens(int(sid), ctx)
+        row = anc.set_index("sample").loc[sid]
+        for k in ("theta_e", "lens_q", "lens_pa", "src_x", "src_n", "src_gr", "src_rz"):
+            assert row[k] == np.float32(lens[k]), k
+        assert target[1] <= row["arc_snr"] < target[2]
+    # the arc is the injection renderer's unit arc times one amplitude
+    idx = np.flatnonzero((t.kind == "anchor") & t.arc_snr.notna())[:4]
+    d = read_samples(path, idx, ["arc", "invvar", "psfsize"])
+    model = InjectionModel.from_config(cfg.inject)
+    par = {k: t[k].to_numpy(np.float64)[idx] for k in
+           ("theta_e", "lens_q", "lens_pa", "shear_g1", "shear_g2", "src_x", "src_y",
+            "src_reff", "src_n", "src_q", "src_pa", "src_gr", "src_rz")}
+    unit = colour_factors(cfg.bands, par["src_gr"], par["src_rz"])
+    ref, _ = render_unit_arcs(model, par, unit, d["psfsize"].astype(np.float64),
+                              stamp_size=32, pixscale=cfg.pixscale, bands=cfg.bands)
+    amp = d["arc"][:, 1].sum(axis=(1, 2)) / ref[:, 1].sum(axis=(1, 2))
+    np.testing.assert_allclose(d["arc"], ref * amp[:, None, None, None], rtol=2e-3, atol=1e-7)
+    np.testing.assert_allclose(t["snr_opt"].to_numpy()[idx],
+                               snr_opt_reference(d["arc"], d["invvar"]), rtol=1e-5)
+    # the survey depends on the inject laws only under this model
+    for model_name, depends in (("injection", True), ("survey", False)):
+        a = config_from_dict({"simulate": {"anchor_model": model_name}})
+        b = config_from_dict({"simulate": {"anchor_model": model_name},
+                              "inject": {"theta_e_range": [0.6, 0.9]}})
+        assert (step_fingerprints(a)["simulate"] != step_fingerprints(b)["simulate"]) == depends

@@ -14,7 +14,13 @@ import pytest
 from astropy.io import fits
 
 from gen5dask.config import config_from_dict
-from gen5dask.stages.fetch import QUARANTINE, RateLimiter, check_url, run_fetch
+from gen5dask.stages.fetch import (
+    QUARANTINE,
+    RateLimiter,
+    check_url,
+    retry_after_s,
+    run_fetch,
+)
 from gen5dask.stages.ingest import run_ingest
 from gen5dask.store import fitsio as F
 from gen5dask.store import read_samples, validate
@@ -62,6 +68,12 @@ class Server(LoopbackServer):
                     time.sleep(1.0)
                 elif kind == "flaky" and n == 0:
                     return self.send_error(500)
+                elif kind == "busy" and n == 0:  # 503 with Retry-After: 1 s, then fine
+                    self.send_response(503)
+                    self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 elif kind == "missing":
                     return self.send_error(404)
                 elif kind == "truncated":
@@ -180,3 +192,19 @@ def test_hosts_and_schemes_refused(tmp_path):
         run_fetch(cfg)
     with pytest.raises(ValueError, match="url_template"):
         config_from_dict({"fetch": {"url_template": "https://x/{ra.__class__}"}})
+
+
+def test_retry_after_is_honoured(tmp_path, capsys):
+    with Server({"150.001": "busy"}) as srv:
+        cfg, _ = _setup(tmp_path, srv.port, [150.001, 150.002], retries=2, backoff_s=0.01)
+        run_fetch(cfg)
+        hits = [t for t, k in srv.hits if k == "150.001"]
+    assert len(hits) == 2 and hits[1] - hits[0] >= 0.95  # waited the server's 1 s, not 0.01
+    assert "fetched 2 + present 0 + quarantined 0" in capsys.readouterr().out
+
+
+def test_retry_after_parsing():
+    assert retry_after_s(None) is None and retry_after_s("soon") is None
+    assert retry_after_s("7") == 7.0 and retry_after_s("99999") == 600.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 + 60) == 0.0

@@ -94,7 +94,14 @@ def test_run_train_and_score_end_to_end(run_dir):
     from distributed import Client, LocalCluster
 
     from gen5dask.stages.score import run_score
-    from gen5dask.train.scoring import read_scores, read_scores_attrs
+    from gen5dask.store import read_samples
+    from gen5dask.train.scoring import (
+        load_scorer,
+        read_embeddings,
+        read_scores,
+        read_scores_attrs,
+        score_images,
+    )
 
     cfg = make_cfg(run_dir, epochs=1, arms=["masked"])
     cfg.layout.gates_json.write_text(json.dumps(
@@ -117,6 +124,17 @@ def test_run_train_and_score_end_to_end(run_dir):
     assert ref["score"].between(0, 1).all() and ref["score"].dtype == np.float32
     assert set(ref.loc[ref["store"] == "anchors", "tier"]) == {"A", "stress"}
     assert (ref.loc[ref["store"] == "hardneg", "eval_only"] == 1).sum() == 10
+    # embeddings: one per scored row, equal to scoring that sample alone
+    ids, emb = read_embeddings(cfg.layout.scores("masked"))
+    assert np.array_equal(ids, ref["sample"].to_numpy()) and emb.shape == (len(ref), 96)
+    assert emb.dtype == np.float32 and np.isfinite(emb).all()
+    ids_a, emb_a = read_embeddings(cfg.layout.scores("masked"), store="anchors")
+    assert len(ids_a) == 14
+    model, info = load_scorer(cfg.layout.model("masked"))
+    img = read_samples(cfg.layout.anchors, slice(0, 14), ["image"])["image"]
+    for i in (0, 13):
+        p1, e1 = score_images(model, info, img[i : i + 1], batch_size=1, embeddings=True)
+        np.testing.assert_allclose(e1[0], emb_a[i], rtol=1e-5, atol=1e-6)
     for n_workers in (1, 2):
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False,
                           dashboard_address=":0") as lc, Client(lc) as client:

@@ -1,4 +1,4 @@
-"""Parameter distributions of injected lenses and sources (DESIGN §4-5).
+"""Parameter laws of injected lenses and sources (DESIGN §4-5): keyed, vectorised draws.
 
 Every draw is a pure function of ``(seed, "inject", host id, replicate, mode)``: the key is
 :func:`gen5dask.kernels.rng.mix_key` with the stage id of ``"inject"``, the host's sample id,
@@ -153,6 +153,14 @@ class TargetDistribution:
         k = np.minimum(k, len(self.fractions) - 1)
         return b[k] + np.asarray(u_within, dtype=np.float64) * (b[k + 1] - b[k])
 
+    def bin_of(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[low, high)`` of the bin of each value (the last bin open above, the first below)."""
+        b = np.asarray(self.bins)
+        k = np.searchsorted(b, np.asarray(values, dtype=np.float64), side="right") - 1
+        k = np.clip(k, 0, len(self.fractions) - 1)
+        hi = np.where(k == len(self.fractions) - 1, np.inf, b[k + 1])
+        return b[k], hi
+
     def fractions_of(self, values: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Fractions of finite ``values`` per bin, among those ``>= bins[0]``.
 
@@ -171,6 +179,44 @@ class TargetDistribution:
         counts = np.bincount(k, minlength=len(self.fractions))
         return counts / v.size, int(v.size), int(below.sum())
 
+Range = tuple[float, float]
+
+#: keys of ``InjectConfig`` that define the laws (what ``calibrate`` and ``inject`` share).
+LAW_KEYS = (
+    "theta_e_range", "lens_q_range", "shear_sigma", "src_pos_max_frac", "src_n_range",
+    "src_reff_range", "src_q_range", "src_gr_range", "src_rz_range", "uncalibrated_dmag_range",
+    "source_mode", "real_galaxy_rotate",
+)
+
+
+@dataclass(frozen=True)
+class Laws:
+    """Parameter laws of an injected lens and source (uniform on the ranges unless stated;
+    units as in ``InjectConfig``: arcsec, rad, mag)."""
+
+    theta_e_range: Range
+    lens_q_range: Range
+    shear_sigma: float
+    src_pos_max_frac: float
+    src_n_range: Range
+    src_reff_range: Range
+    src_q_range: Range
+    src_gr_range: Range
+    src_rz_range: Range
+    uncalibrated_dmag_range: Range
+    source_mode: str = "sersic"
+    """``sersic`` or ``real_galaxy`` (then src_n/reff/q are NaN, src_pa is the rotation)."""
+    real_galaxy_rotate: bool = True
+
+    @classmethod
+    def from_config(cls, icfg) -> Laws:
+        """The laws of an ``InjectConfig`` (or any object with the :data:`LAW_KEYS`)."""
+        vals = {}
+        for k in LAW_KEYS:
+            v = getattr(icfg, k)
+            vals[k] = tuple(float(x) for x in v) if isinstance(v, (tuple, list)) else v
+        return cls(**vals)
+
 
 def _u(lo_hi: tuple[float, float], u: np.ndarray) -> np.ndarray:
     lo, hi = lo_hi
@@ -178,7 +224,7 @@ def _u(lo_hi: tuple[float, float], u: np.ndarray) -> np.ndarray:
 
 
 def draw_injection_params(
-    cfg,
+    laws: Laws,
     *,
     seed: int,
     host_ids,
@@ -186,13 +232,14 @@ def draw_injection_params(
     modes,
     target: TargetDistribution | None = None,
     n_galaxies: int | None = None,
+    stage: str = STAGE,
 ) -> dict[str, np.ndarray]:
     """Lens and source parameters for a batch of injections (vectorised, keyed draws).
 
     Parameters
     ----------
-    cfg : gen5dask.config.inject.InjectConfig
-        Parameter ranges.
+    laws : Laws or gen5dask.config.inject.InjectConfig
+        Parameter laws (a config is converted with :meth:`Laws.from_config`).
     seed : int
         Run seed.
     host_ids, replicates : array_like of int
@@ -205,6 +252,9 @@ def draw_injection_params(
         Rows of the real-galaxy catalogue (``source_mode: real_galaxy``); the galaxy of each
         injection is row ``floor(u * n_galaxies)``. Without it ``src_index`` is -1 (callers
         that only need the other draws, e.g. the calibration bookkeeping).
+    stage : str
+        Stage name of the key (default ``"inject"``; the mock survey's injection-model anchors
+        use their own stream).
 
     Returns
     -------
@@ -224,7 +274,7 @@ def draw_injection_params(
     g = np.empty((n, 2), dtype=np.float64)
     _draw_kernel(
         int(seed),
-        stage_id(STAGE),
+        stage_id(stage),
         host_ids,
         reps,
         mcode,
@@ -234,6 +284,7 @@ def draw_injection_params(
         u,
         g,
     )
+    cfg = laws if isinstance(laws, Laws) else Laws.from_config(laws)
     c = COUNTERS
     theta_e = _u(cfg.theta_e_range, u[:, c["theta_e"]])
     r = cfg.src_pos_max_frac * theta_e * np.sqrt(u[:, c["src_r"]])
@@ -266,7 +317,7 @@ def draw_injection_params(
         tgt[cal] = target.sample(u[cal, c["target_bin"]], u[cal, c["target_within"]])
     out["target_arc_snr"] = tgt
     out["src_index"] = np.full(n, -1, dtype=np.int64)
-    if getattr(cfg, "source_mode", "sersic") == "real_galaxy":
+    if cfg.source_mode == "real_galaxy":
         for name in ("src_n", "src_reff", "src_q"):
             out[name] = np.full(n, np.nan)
         rot = 2.0 * np.pi * u[:, c["src_pa"]]
@@ -281,99 +332,16 @@ def draw_injection_params(
     return out
 
 
-#: width (pixels) of the stamp border whose median is the background of a galaxy image.
-BORDER_PIX = 2
-
-
-def prepare_real_galaxy(
-    image: np.ndarray,
-    *,
-    max_size: int | None = None,
-    threshold_sigma: float = 0.0,
-    name: str = "galaxy image",
-) -> np.ndarray:
-    """Background-subtract, threshold, crop and unit-normalise a real-galaxy (HST) stamp.
-
-    1. background = median of the pixels within :data:`BORDER_PIX` of the stamp edge
-       (sky-dominated in GalSim RealGalaxy stamps), subtracted;
-    2. pixels below ``threshold_sigma * sigma`` are set to 0, with ``sigma`` = 1.4826 x the
-       median absolute deviation of the border (``threshold_sigma = 0`` clips negatives only;
-       the positive half of the noise then stays as a faint pedestal, see
-       ``InjectConfig.real_galaxy_threshold_sigma``);
-    3. optional crop to ``max_size`` pixels per side keeping pixel ``(h//2, w//2)`` at the new
-       ``(m//2, m//2)`` (the renderer's source centre);
-    4. divided by its sum (unit flux; the renderer rescales to ``src_flux_bands``).
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        2-D surface brightness (any units), finite.
-    max_size : int, optional
-        Maximum side of the returned stamp, pixels.
-    threshold_sigma : float
-        Threshold in units of the border noise (>= 0).
-    name : str
-        Used in error messages (catalogue row, file).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 ``(h', w')`` >= 0, summing to 1.
-
-    Raises
-    ------
-    ValueError
-        If the image is not 2-D, smaller than 2 * BORDER_PIX + 1 per side, non-finite, or has
-        no flux left after steps 1-3.
-    """
-    a = np.asarray(image, dtype=np.float64)
-    if a.ndim != 2 or min(a.shape) < 2 * BORDER_PIX + 1:
-        msg = f"{name}: need a 2-D image >= {2 * BORDER_PIX + 1} px per side, got {a.shape}"
-        raise ValueError(msg)
-    if not np.all(np.isfinite(a)):
-        msg = f"{name}: non-finite pixels"
-        raise ValueError(msg)
-    if threshold_sigma < 0:
-        msg = f"{name}: threshold_sigma must be >= 0, got {threshold_sigma}"
-        raise ValueError(msg)
-    b = BORDER_PIX
-    edge = np.concatenate(
-        [a[:b].ravel(), a[-b:].ravel(), a[b:-b, :b].ravel(), a[b:-b, -b:].ravel()]
-    )
-    bg = np.median(edge)
-    sigma = 1.4826 * np.median(np.abs(edge - bg))
-    out = a - bg
-    out[out < threshold_sigma * sigma] = 0.0
-    out[out < 0.0] = 0.0  # threshold 0 with sigma 0 still clips negatives
-    if max_size is not None:
-        m = int(max_size)
-        h, w = out.shape
-        if h > m:
-            r0 = h // 2 - m // 2
-            out = out[r0 : r0 + m]
-        if w > m:
-            c0 = w // 2 - m // 2
-            out = out[:, c0 : c0 + m]
-    total = out.sum()
-    if not total > 0:
-        msg = (
-            f"{name}: no flux left after background subtraction (median of the border), "
-            f"threshold ({threshold_sigma} sigma) and crop (max_size={max_size})"
-        )
-        raise ValueError(msg)
-    return np.ascontiguousarray(out / total)
-
-
 __all__ = [
     "COUNTERS",
+    "LAW_KEYS",
+    "Laws",
     "MODE_CODES",
     "NOISE_STAGE",
     "NORMAL_COUNTERS",
     "STAGE",
-    "BORDER_PIX",
     "TargetDistribution",
     "draw_injection_params",
     "mode_codes",
     "noise_keys",
-    "prepare_real_galaxy",
 ]

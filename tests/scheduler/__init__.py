@@ -1,0 +1,1 @@
+"""Tests on a real batch scheduler (a local single-node SLURM)."""
