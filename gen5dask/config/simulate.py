@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gen5dask.config.base import Section
+from gen5dask.config.lenspop import LensPopConfig
 
 HARD_NEGATIVE_TYPES = ("ring_galaxy", "spiral", "merger", "edge_on")
 
@@ -100,15 +101,24 @@ class SimulateConfig(Section):
     """Minimum distance of a neighbour from the stamp centre, arcsec."""
 
     # --- anchors -----------------------------------------------------------------------------
-    anchor_model: Literal["survey", "injection"] = "survey"
-    """Generative model of the anchors' lens and source. ``survey``: the mock survey's own laws
-    (``anchor_theta_e``, ``lens_q``, ``src_*`` below; lens axis aligned with the deflector).
-    ``injection``: exactly the model of the injections -- the ``inject`` section's parameter
-    laws, source model (Sersic or real galaxy), colour law, renderer (Moffat ``inject.psf_beta``
-    from the stamp's psfsize, ``inject.supersample``) and amplitude policy -- with the target
-    arc_snr drawn from ``arc_snr_bins``/``arc_snr_fractions``; draws keyed by (seed,
-    "simulate.anchor_lens", sample id). Used by the closed-loop check, where anchors and
-    calibrated injections must share one model (no realism gap)."""
+    anchor_model: Literal["physical", "plan_table", "injection"] = "physical"
+    """Generative model of the anchors' lens and source. ``physical``: strong lenses from the
+    physical population (velocity-dispersion function, faint-galaxy counts, real-lens arc
+    colours) kept by the visual-selection model "visible arcs" (``simulate.lenspop``;
+    docs/mock_populations.md); the arc brightness follows from the source magnitude,
+    magnification and depth. ``plan_table`` (``survey`` is accepted as its old name): the
+    earlier setup, the mock survey's own laws (``anchor_theta_e``, ``lens_q``, ``src_*``
+    below; lens axis aligned with the deflector) with the arc S/N drawn from the plan's
+    injection target table ``arc_snr_bins``/``arc_snr_fractions`` (faint arcs the plan's
+    Tier-A definition excludes). ``injection``: exactly the model of the injections -- the
+    ``inject`` section's parameter laws, source model (Sersic or real galaxy), colour law,
+    renderer (Moffat ``inject.psf_beta`` from the stamp's psfsize, ``inject.supersample``) and
+    amplitude policy -- with the target arc_snr drawn from ``arc_snr_bins``/
+    ``arc_snr_fractions``; draws keyed by (seed, "simulate.anchor_lens", sample id). Used by
+    the closed-loop check, where anchors and calibrated injections must share one model (no
+    realism gap)."""
+    lenspop: LensPopConfig = Field(default_factory=LensPopConfig)
+    """The physical lens population and visual selection (``anchor_model: physical``)."""
     anchor_positions: Literal["footprint", "lenscat"] = "footprint"
     """``footprint``: anchors uniform inside the footprint; ``lenscat``: sky positions of the
     DESI-native confident lenses of the packaged ``lenscat`` catalogue (falls back to the
@@ -126,22 +136,24 @@ class SimulateConfig(Section):
     anchor_reff_scale: float = Field(0.6, gt=0.0)
     """Anchor deflector R_eff relative to a host-like draw (higher redshift: smaller)."""
     anchor_theta_e: Range = (0.8, 2.5)
-    """Anchor Einstein-radius range, arcsec."""
+    """Anchor Einstein-radius range, arcsec (``anchor_model: plan_table``)."""
     arc_snr_bins: list[float] = Field(default_factory=lambda: [0.8, 2.0, 8.0, 20.0, 50.0])
-    """Bin edges of the anchors' target ``arc_snr`` table (the last bin is ``[20, 50)``)."""
+    """Bin edges of the target ``arc_snr`` table (the last bin is ``[20, 50)``) of the
+    procedural rings and, with ``anchor_model: plan_table``, of the anchors."""
     arc_snr_fractions: list[float] = Field(default_factory=lambda: [0.40, 0.40, 0.15, 0.05])
-    """Fraction of anchors per ``arc_snr_bins`` bin (sums to 1); targets are piecewise uniform."""
+    """Fraction per ``arc_snr_bins`` bin (sums to 1); targets are piecewise uniform."""
     off_target_fraction: float = Field(0.05, ge=0.0, le=1.0)
     """Fraction of anchors whose hand-typed coordinates are wrong (subtype ``off_target``): their
     cutout shows empty sky at the typed position."""
     off_target_offset_arcmin: float = Field(3.0, gt=0.0)
     """Coordinate error of the off-target rows, arcmin (random direction)."""
     z_lens: Range = (0.3, 0.9)
-    """Anchor deflector redshift range (recorded in the anchor list only)."""
+    """Anchor deflector redshift range (recorded in the anchor list only; ``plan_table``; the
+    physical population draws both redshifts)."""
     z_source: Range = (1.0, 3.0)
-    """Anchor source redshift range (recorded in the anchor list only)."""
+    """Anchor source redshift range (recorded in the anchor list only; ``plan_table``)."""
 
-    # --- lens and source model (anchors and stress) --------------------------------------------
+    # --- lens and source model (stress, and anchors with plan_table) --------------------------
     lens_q: Range = (0.5, 1.0)
     """SIE axis-ratio range."""
     shear_sigma: float = Field(0.05, ge=0.0)
@@ -223,6 +235,11 @@ class SimulateConfig(Section):
     """Effective gain for source Poisson noise, electrons per nanomaggy."""
     store_arc: bool = True
     """Store the noise-free arc (optional variable ``arc``) for lenses and rings."""
+
+    @field_validator("anchor_model", mode="before")
+    @classmethod
+    def _old_model_name(cls, value):
+        return "plan_table" if value == "survey" else value
 
     @field_validator(
         "psfsize_range",

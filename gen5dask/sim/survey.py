@@ -59,8 +59,8 @@ from gen5dask.injection.spec import InjectionModel
 from gen5dask.kernels import psf as _psf
 from gen5dask.kernels import rng
 from gen5dask.kernels.noise import add_noise
+from gen5dask.sim import lenspop, sky
 from gen5dask.sim import populations as pop
-from gen5dask.sim import sky
 from gen5dask.sim.maskbits import draw_stamp_masks, moffat_image
 from gen5dask.store.schema import TRUTH_VARS
 
@@ -231,6 +231,10 @@ class Context:
     lenscat: dict | None = None
     anchor_injection: InjectionModel | None = None
     """``simulate.anchor_model: injection``: the injection model the anchors are drawn from."""
+    anchor_lenses: dict | None = None
+    """Precomputed physical anchor lenses, sample id -> truth dict (:func:`with_anchor_lenses`);
+    used only while ``anchor_lenses_key`` matches this context."""
+    anchor_lenses_key: str = ""
 
 
 def desi_name(ra: float, dec: float) -> str:
@@ -258,6 +262,86 @@ def injection_model_lens(sample_id: int, ctx: Context) -> tuple[dict, tuple[floa
     t = float(par["target_arc_snr"][0])
     lo, hi = table.bin_of(np.array([t]))
     return lens, (t, float(lo[0]), float(min(hi[0], table.bins[-1])))
+
+
+@functools.lru_cache(maxsize=4096)
+def _physical_anchor_cached(sample_id, ra, dec, deflector_pa, tier, seed, sim_json, bands,
+                            stamp_size, pixscale):
+    from gen5dask.config.simulate import SimulateConfig
+
+    sim = SimulateConfig.model_validate_json(sim_json)
+    params = lenspop.LensPopParams.from_config(sim.lenspop)
+    cond = sky.observing_conditions(np.array([ra]), np.array([dec]), sim=sim, seed=seed,
+                                    bands=bands)
+    rb = bands.index("r")
+    fwhm = float(cond.psfsize.astype(np.float32)[0, rb])
+    k = kernel_size(sim, pixscale)
+    kern = np.empty((1, 1, k, k))
+    _psf.moffat_fill_batch(kern, np.array([[fwhm / pixscale]]), float(sim.psf_beta))
+    depth = cond.psfdepth.astype(np.float32).astype(np.float64)[:, rb : rb + 1]
+    sigma = float(sky.pixel_sigma(depth, sky.nea_of_kernel(kern))[0, 0])
+    sel = lenspop.select_visible_lens(
+        rng.generator(seed, lenspop.STAGE, sample_id), params, psf_kernel_r=kern[0, 0],
+        psf_fwhm_r=fwhm, pixel_sigma_r=sigma, psfdepth_r=float(depth[0, 0]),
+        stamp_size=stamp_size, pixscale=pixscale,
+        deflector_pa=deflector_pa, supersample=sim.supersample,
+        snr_min=params.selection_snr_min if tier == "A" else params.tier_b_snr_min,
+        label=f"simulate anchor {sample_id}",
+    )
+    return sel
+
+
+def physical_anchor_lens(sample_id: int, ra: float, dec: float, deflector_pa: float,
+                         tier: str, ctx: Context) -> dict:
+    """Lens and source of a physical anchor: the first visible candidate of its keyed stream.
+
+    Candidates come from :func:`gen5dask.sim.lenspop.draw_lens_population` keyed by
+    ``generator(seed, "simulate.lenspop", sample_id)``; the visual selection uses the r-band
+    PSF and sky noise at ``(ra, dec)`` (the lens's true position) and the tier's S/N threshold
+    (``selection_snr_min`` for tier A, ``tier_b_snr_min`` for B). Returns the truth dict
+    (:data:`LENS_KEYS` plus ``src_mag_r``, ``z_lens``, ``z_source``, ``sigma_v``,
+    ``magnification``, ``selection_arc_snr``). Cached per process.
+    """
+    sim = ctx.sim
+    if ctx.anchor_lenses is not None and ctx.anchor_lenses_key == anchor_lenses_key(ctx):
+        lens = ctx.anchor_lenses.get(int(sample_id))
+        if lens is not None:
+            return dict(lens)
+    if "r" not in ctx.bands:
+        msg = f"simulate: the physical anchor population needs the r band, bands {ctx.bands}"
+        raise ValueError(msg)
+    sel = _physical_anchor_cached(int(sample_id), float(ra), float(dec), float(deflector_pa),
+                                  str(tier), int(ctx.seed), sim.model_dump_json(),
+                                  tuple(ctx.bands), int(ctx.stamp_size), float(ctx.pixscale))
+    lens = dict(sel.lens)
+    lens["selection_arc_snr"] = sel.arc_snr
+    return lens
+
+
+def anchor_lenses_key(ctx: Context) -> str:
+    """What the physical anchor lenses depend on (config, seed, stamp geometry, lenscat)."""
+    import hashlib
+
+    lc = "" if ctx.lenscat is None else repr((list(ctx.lenscat["ra"]), list(ctx.lenscat["dec"])))
+    text = repr((ctx.sim.model_dump_json(), ctx.seed, ctx.bands, ctx.stamp_size, ctx.pixscale,
+                 lc))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def anchor_lens_block(block: int, ctx: Context, block_size: int) -> dict:
+    """Physical lenses of anchors ``block * block_size`` ... (one task of the precompute)."""
+    n = ctx.sim.n_anchors
+    off = POPULATIONS["anchor"][2]
+    ids = range(off + block * block_size, off + min(n, (block + 1) * block_size))
+    return {int(i): sample_model(int(i), ctx).lens for i in ids}
+
+
+def with_anchor_lenses(ctx: Context, lenses: dict) -> Context:
+    """``ctx`` carrying precomputed physical anchor lenses (sample id -> truth dict), so that
+    workers and the anchor list do not repeat the visual selection."""
+    from dataclasses import replace
+
+    return replace(ctx, anchor_lenses=dict(lenses), anchor_lenses_key=anchor_lenses_key(ctx))
 
 
 def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
@@ -290,20 +374,26 @@ def sample_model(sample_id: int, ctx: Context) -> pop.SampleModel:
             comp = pop.lrg_component(shape, mag_offset=ctx.anchor_dm,
                                      reff_scale=sim.anchor_reff_scale, **kw)
             mag = shape["mag_r"] + ctx.anchor_dm
-            lens, target = pop.draw_lens(g, sim, theta_range=sim.anchor_theta_e,
-                                         deflector_pa=shape["pa"])
-            if ctx.anchor_injection is not None:  # the stream above is drawn either way
-                lens, target = injection_model_lens(sample_id, ctx)
-                m.lens_model = "injection"
             m.tier = "A" if index in tier_a_indices(sim, seed) else "B"
-            m.z_lens, m.z_source = pop.unif(g, sim.z_lens), pop.unif(g, sim.z_source)
+            physical = sim.anchor_model == "physical"
+            if not physical:
+                lens, target = pop.draw_lens(g, sim, theta_range=sim.anchor_theta_e,
+                                             deflector_pa=shape["pa"])
+                if ctx.anchor_injection is not None:  # the stream above is drawn either way
+                    lens, target = injection_model_lens(sample_id, ctx)
+                    m.lens_model = "injection"
+                m.z_lens, m.z_source = pop.unif(g, sim.z_lens), pop.unif(g, sim.z_source)
             if ctx.lenscat is not None:
                 ra, dec = float(ctx.lenscat["ra"][index]), float(ctx.lenscat["dec"][index])
                 m.name, m.source = ctx.lenscat["name"][index], ctx.lenscat["source"][index]
-                if np.isfinite(ctx.lenscat["z_lens"][index]):
+                if not physical and np.isfinite(ctx.lenscat["z_lens"][index]):
                     m.z_lens = float(ctx.lenscat["z_lens"][index])
             else:
                 m.name, m.source = desi_name(ra, dec), "gen5dask simulate (mock)"
+            if physical:
+                lens = physical_anchor_lens(sample_id, ra, dec, shape["pa"], m.tier, ctx)
+                target = (np.nan, np.nan, np.nan)
+                m.z_lens, m.z_source = lens["z_lens"], lens["z_source"]
         else:
             shape = pop.draw_lrg(g, sim)
             shape["mag_r"] = pop.unif(g, sim.stress_mag_r)
@@ -504,10 +594,17 @@ def simulate_samples(ids: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
     if feat.size:
         target = np.array([models[i].target_snr for i in feat])
         # the toolkit's one amplitude policy (inject, calibrate and here): exact where a linear
-        # piece of arc_snr(amplitude) attains the target, else the nearer side of the jump
+        # piece of arc_snr(amplitude) attains the target, else the nearer side of the jump;
+        # physical anchors: the arc brightness is the source's own flux times magnification
+        src_mag = np.array([models[i].lens.get("src_mag_r", np.nan) for i in feat])
+        phys = np.isfinite(src_mag)
         bounds = tuple(np.array([models[i].target_bin[j] for i in feat]) for j in (0, 1))
-        amp, _ = solve_nearest(unit[feat, rband], invvar32[feat, rband], target, bounds)
-        amp = np.where(np.isfinite(amp), amp, 0.0)
+        amp = np.zeros(feat.size)
+        if (~phys).any():
+            solved, _ = solve_nearest(unit[feat[~phys], rband], invvar32[feat[~phys], rband],
+                                      target[~phys], tuple(b[~phys] for b in bounds))
+            amp[~phys] = np.where(np.isfinite(solved), solved, 0.0)
+        amp[phys] = 10.0 ** ((ZEROPOINT_AB - src_mag[phys]) / 2.5)
         arc[feat] = (unit[feat] * amp[:, None, None, None]).astype(np.float32)
         snr = arc_snr(arc[feat, rband], invvar32[feat, rband])
         truth["arc_snr"][feat] = snr.arc_snr
@@ -585,6 +682,8 @@ __all__ = [
     "ANCHOR_LENS_STAGE",
     "Context",
     "SurveyPlan",
+    "anchor_lens_block",
+    "anchor_lenses_key",
     "catalogue_rows",
     "desi_name",
     "injection_model_lens",
@@ -592,8 +691,10 @@ __all__ = [
     "lenscat_anchor_table",
     "lenscat_catalog_path",
     "off_target_indices",
+    "physical_anchor_lens",
     "population_of",
     "sample_model",
     "simulate_samples",
     "tier_a_indices",
+    "with_anchor_lenses",
 ]

@@ -46,6 +46,8 @@ from gen5dask.store import (
 from gen5dask.store.zarrstore import chunk_bounds
 
 STAGE = "simulate"
+#: anchors per task of the physical-anchor precompute
+ANCHOR_BLOCK = 8
 LIST_COLUMNS = ["id", "name", "ra", "dec", "grade", "theta_e", "z_lens", "z_source", "source"]
 
 
@@ -168,6 +170,12 @@ def run_simulate(cfg: Config, client=None, *, force: bool = False) -> Path:
         variables=variables, overwrite=True,  # another config: replaced, never an error
     )
     ctx = make_context(cfg)
+    if sim.anchor_model == "physical" and sim.n_anchors:
+        # the visual selection of each anchor, once, in parallel (the list and chunks reuse it)
+        nblk = -(-sim.n_anchors // ANCHOR_BLOCK)
+        blocks = map_chunks(survey.anchor_lens_block, range(nblk), ctx, ANCHOR_BLOCK,
+                            client=client, desc="simulate anchors", progress=cfg.cluster.progress)
+        ctx = survey.with_anchor_lenses(ctx, {k: v for b in blocks for k, v in b.items()})
     lists = write_lists(cfg, ctx)
     if is_complete(path):
         return path

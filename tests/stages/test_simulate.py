@@ -79,7 +79,11 @@ def test_truth_recorded_for_every_arc(survey_run):
              "src_dmag", "src_reff", "src_n", "src_q", "src_pa", "src_mag_r", "src_gr",
              "src_rz", "magnification", "arc_snr", "arc_snr_peak"]
     assert lens[truth].notna().all().all()
-    assert lens.theta_e[lens.kind == "anchor"].between(0.8, 2.5).all()
+    anchors = lens[lens.kind == "anchor"]
+    # physical anchors (the default) pass Collett's resolution criterion at their r-band PSF
+    fwhm_r = read_samples(path, anchors.index.to_numpy(), ["psfsize"])["psfsize"][:, 1]
+    assert (anchors.theta_e**2 > anchors.src_reff**2 + (fwhm_r / 2) ** 2).all()
+    assert (anchors.magnification > 3).all()
     assert lens.theta_e[lens.kind == "stress"].between(0.8, 1.8).all()
     assert (lens.magnification > 1).all()
     np.testing.assert_allclose(lens.src_dmag, lens.src_mag_r - lens.host_mag_r, atol=1e-4)
@@ -99,19 +103,63 @@ def test_arc_snr_follows_target_table(survey_run):
     cfg, path = survey_run
     ctx = make_context(cfg)
     t = read_table(path).set_index("sample")
-    ids = t.index[t.kind.isin(["anchor", "ring", "stress"]) & t.arc_snr.notna()]
+    # physical anchors (the default) have no target table; rings and stress lenses do
+    ids = t.index[t.kind.isin(["ring", "stress"]) & t.arc_snr.notna()]
     models = [survey.sample_model(int(i), ctx) for i in ids]
     got = t.loc[ids, "arc_snr"].to_numpy()
     # every object's measured S/N lies in the table bin its target was drawn from
     for m, v in zip(models, got, strict=True):
         assert m.target_bin[0] <= v < m.target_bin[1], (m.sample_id, m.target_snr, v)
     # and the targets of many anchors follow the table (chi-square, 3 dof)
-    sim = cfg.simulate.model_copy(update={"n_anchors": 1500, "off_target_fraction": 0.0})
+    sim = cfg.simulate.model_copy(update={"n_anchors": 1500, "off_target_fraction": 0.0,
+                                          "anchor_model": "plan_table"})
     big = survey.Context(**{**ctx.__dict__, "sim": sim})
     targets = [survey.sample_model(1_000_000_000 + i, big).target_snr for i in range(1500)]
     counts = np.histogram(targets, sim.arc_snr_bins)[0]
     expected = 1500 * np.asarray(sim.arc_snr_fractions)
     assert ((counts - expected) ** 2 / expected).sum() < 16.3
+
+
+def test_plan_table_anchors_follow_target_table(tmp_path):
+    cfg = _cfg(tmp_path, "pt", n_hosts=1, n_anchors=10, n_stress=0, n_hard_negatives=0,
+               n_rings=0, off_target_fraction=0.0, anchor_model="plan_table")
+    path = run_simulate(cfg)
+    ctx = make_context(cfg)
+    t = read_table(path).set_index("sample")
+    ids = t.index[t.kind == "anchor"]
+    assert t.loc[ids, "theta_e"].between(*cfg.simulate.anchor_theta_e).all()
+    for i in ids:
+        lo, hi = survey.sample_model(int(i), ctx).target_bin
+        assert lo <= t.loc[i, "arc_snr"] < hi
+
+
+def test_physical_anchors_are_the_selected_lenses(survey_run):
+    cfg, path = survey_run
+    ctx = make_context(cfg)
+    t = read_table(path).set_index("sample")
+    lst = pd.read_csv(cfg.layout.root / "mock" / "anchor_list.csv").set_index("id")
+    anchors = t[(t.kind == "anchor") & (t.subtype != "off_target")]
+    lp = cfg.simulate.lenspop
+    ratio = []
+    for i, row in anchors.iterrows():
+        m = survey.sample_model(int(i), ctx)
+        lens = m.lens
+        # the arc brightness is the source's own flux times magnification (no target table)
+        assert np.isnan(m.target_snr)
+        assert row.src_mag_r == pytest.approx(lens["src_mag_r"], abs=1e-4)
+        assert row.magnification == pytest.approx(lens["magnification"], rel=1e-5)
+        assert row.theta_e == pytest.approx(lens["theta_e"], rel=1e-6)
+        assert lst.loc[i, "z_source"] == pytest.approx(lens["z_source"], abs=1e-6)
+        assert lst.loc[i, "z_lens"] == pytest.approx(lens["z_lens"], abs=1e-6)
+        assert 0 < lens["z_lens"] < lens["z_source"]
+        ratio.append(row.arc_snr / lens["selection_arc_snr"])
+        # visible arcs: at least the tier's threshold minus 4.5 softness widths
+        snr_min = lp.selection_snr_min if row.tier == "A" else lp.tier_b_snr_min
+        assert lens["selection_arc_snr"] > snr_min * 10 ** (-4.5 * lp.selection_snr_width_dex)
+    # the store measures the same arcs through its masks: equal where no mask touches them
+    assert np.median(ratio) == pytest.approx(1.0, abs=1e-3)
+    # arc colours are the published DESI Tier-A annulus colours (not the blue injection laws)
+    assert anchors.src_gr.mean() > 0.9 and anchors.src_rz.mean() > 0.6
 
 
 def test_anchor_cores_fainter_than_hosts(survey_run):
@@ -250,7 +298,7 @@ def test_anchor_model_injection_is_exactly_the_injection_model(tmp_path):
     np.testing.assert_allclose(t["snr_opt"].to_numpy()[idx],
                                snr_opt_reference(d["arc"], d["invvar"]), rtol=1e-5)
     # the survey depends on the inject laws only under this model
-    for model_name, depends in (("injection", True), ("survey", False)):
+    for model_name, depends in (("injection", True), ("plan_table", False), ("physical", False)):
         a = config_from_dict({"simulate": {"anchor_model": model_name}})
         b = config_from_dict({"simulate": {"anchor_model": model_name},
                               "inject": {"theta_e_range": [0.6, 0.9]}})
