@@ -22,7 +22,7 @@ TINY = {
                  "n_rings": 8, "anchor_positions": "footprint"},
     "anchors": {"reference": "{output_dir}/mock/lens_catalog.csv", "min_anchors": 5},
     "calibrate": {"dry_run_n": 32},
-    "inject": {"n_null": 4},
+    "inject": {"n_null": 4, "store_arc": True},
     "split": {"n_candidates": 200},
     "audit": {"core_only_max_samples": 200, "n_boot": 50, "figures": False},
     "train": {"epochs": 1, "batch_size": 64, "progress": False},
@@ -148,3 +148,115 @@ def test_every_store_opens_with_plain_xarray_without_warnings(tiny_run):
                 assert set(ds.split.values.tolist()) <= {"", "train", "val", "test"}
     train = xr.open_zarr(cfg.layout.train)
     assert int((train.kind == "injection").sum()) > 0
+
+
+def test_snr_opt_recomputes_from_stored_arc_pixels(tiny_run):
+    """snr_opt = sqrt(sum_bands sum_pixels arc^2 invvar) over good pixels, by hand from the
+    pixels of train.zarr (arc kept by inject.store_arc) and anchors.zarr."""
+    import xarray as xr
+
+    cfg = load_config(tiny_run)
+    for store in (cfg.layout.train, cfg.layout.anchors):
+        ds = xr.open_zarr(store)
+        assert "arc" in ds and "snr_opt" in ds, store
+        arc = ds["arc"].values.astype(np.float64)
+        ivar = ds["invvar"].values.astype(np.float64)
+        has = np.isfinite(ds["snr_opt"].values)
+        assert has.any(), store
+        want = np.sqrt(np.sum(np.where(ivar > 0, arc * arc * ivar, 0.0), axis=(1, 2, 3)))
+        np.testing.assert_allclose(ds["snr_opt"].values[has], want[has], rtol=2e-4)
+
+
+def test_limits_and_closed_loop_numbers_recompute_from_scores(tiny_run):
+    """The matched-filter limits, recall/limit ratios, bright-arc AUC and the reweighted
+    injection recall of metrics.json, recomputed with scipy/sklearn/pandas from the scores
+    tables alone (independent of gen5dask.evaluate)."""
+    import pandas as pd
+    from scipy import stats
+    from sklearn.metrics import roc_auc_score
+
+    from gen5dask.train.scoring import read_scores
+
+    cfg = load_config(tiny_run)
+    doc = json.loads(cfg.layout.metrics_json.read_text())
+    z = stats.norm.ppf(0.99)
+    for arm, m in doc["arms"].items():
+        df = read_scores(cfg.layout.scores(arm))
+        neg = df[((df.kind == "control") & (df.split == "test"))
+                 | ((df.kind == "hard_negative") & ((df.split == "test") | (df.eval_only == 1)))]
+        inj = df[(df.kind == "injection") & (df.split == "test")
+                 & (df.inject_mode == "calibrated")]
+        tier_a = df[(df.kind == "anchor") & (df.tier == "A")]
+        for prefix, rows in (("", inj), ("tier_a_", tier_a)):
+            s = rows.snr_opt.to_numpy(np.float64)
+            s = s[np.isfinite(s)]
+            want = float(stats.norm.cdf(s - z).mean()) if s.size else None
+            got = m[f"{prefix}limit_recall_at_fpr_0.01"]
+            assert (got is None and want is None) or np.isclose(got, want, rtol=1e-9), (arm,)
+            rec = m[f"{prefix}recall_at_fpr_0.01"]
+            if rec is not None and want:
+                assert np.isclose(m[f"{prefix}recall_over_limit_at_fpr_0.01"], rec / want)
+        bright = inj[inj.arc_snr >= cfg.evaluate.bright_arc_snr]
+        if len(bright) and len(neg):
+            want_auc = roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(bright))],
+                                     np.r_[neg.score, bright.score])
+            assert np.isclose(m["auc_arc_snr_ge"], want_auc)
+        # reweighting by hand: Tier-A decile-style quantile bins of arc_snr, open outer edges
+        thr = m["threshold_at_fpr_0.01"]
+        t = tier_a.arc_snr.to_numpy(np.float64)
+        t = t[np.isfinite(t)]
+        if t.size and len(inj):
+            nb = min(cfg.evaluate.reweight_n_bins, t.size)
+            inner = np.unique(np.quantile(t, np.linspace(0, 1, nb + 1)[1:-1]))
+            edges = np.r_[-np.inf, inner, np.inf]
+            tb = pd.Series(np.searchsorted(edges, t, side="right") - 1)
+            ib = pd.Series(np.searchsorted(edges, inj.arc_snr.to_numpy(), side="right") - 1)
+            passed = pd.Series((inj.score.to_numpy() > thr).astype(float))
+            frac = tb.value_counts(normalize=True)
+            per_bin = passed.groupby(ib.values).mean()
+            common = per_bin.index.intersection(frac.index)
+            want_rw = float((frac[common] * per_bin[common]).sum() / frac[common].sum())
+            assert np.isclose(m["injection_recall_reweighted_to_tier_a_at_fpr_0.01"], want_rw)
+
+
+def test_realism_probe_recomputes_with_plain_sklearn(tiny_run):
+    """The realism probe AUC, recomputed from the scores tables' embeddings with sklearn's
+    GridSearchCV (the documented protocol, written independently of gen5dask.evaluate)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from gen5dask.train.scoring import read_embeddings, read_scores
+
+    cfg = load_config(tiny_run)
+    doc = json.loads(cfg.layout.metrics_json.read_text())
+    seed = cfg.seed + cfg.evaluate.bootstrap_seed_offset
+    for arm, m in doc["arms"].items():
+        df = read_scores(cfg.layout.scores(arm)).reset_index(drop=True)
+        ids, emb = read_embeddings(cfg.layout.scores(arm))
+        assert (ids == df["sample"].to_numpy()).all()
+        a = emb[((df.kind == "anchor") & (df.tier == "A")).to_numpy()].astype(np.float64)
+        j = emb[((df.kind == "injection") & (df.split == "test")
+                 & (df.inject_mode == "calibrated")).to_numpy()].astype(np.float64)
+        if min(len(a), len(j)) < 2:
+            assert m["realism_probe_auc"] is None
+            continue
+        rng = np.random.default_rng([seed, 0x5EA1])
+        if len(j) > 2000:
+            j = j[np.sort(rng.choice(len(j), 2000, replace=False))]
+        x = np.r_[a, j]
+        y = np.r_[np.ones(len(a), int), np.zeros(len(j), int)]
+        k = max(2, min(cfg.evaluate.realism_folds, len(a), len(j)))
+        inner = max(2, min(3, (k - 1) * min(len(a), len(j)) // k))
+        oof = np.empty(len(y))
+        for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+            grid = GridSearchCV(
+                make_pipeline(StandardScaler(),
+                              LogisticRegression(class_weight="balanced", max_iter=2000)),
+                {"logisticregression__C": list(np.logspace(-4, 2, 7))}, scoring="roc_auc",
+                cv=StratifiedKFold(inner, shuffle=True, random_state=seed + 1))
+            grid.fit(x[tr], y[tr])
+            oof[te] = grid.decision_function(x[te])
+        assert np.isclose(m["realism_probe_auc"], roc_auc_score(y, oof), atol=1e-9), arm

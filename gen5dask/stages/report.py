@@ -177,12 +177,14 @@ def anchor_gallery(cfg, metrics_arm: str | None) -> list[dict]:
 def run_report(cfg, client=None, *, force: bool = False) -> Path:
     """Build ``report/index.html`` from everything under ``output_dir``."""
     lay = cfg.layout
-    metrics = evaluate_arms(cfg)
     final = cfg.ablation.decision.final_arm
-    decision = decide(metrics, cfg.ablation)
-    if lay.metrics_json.exists():  # how the ablation resolved center_mask: decision
-        previous = json.loads(lay.metrics_json.read_text()).get("decision", {})
-        decision["center_mask_resolution"] = previous.get("center_mask_resolution", {})
+    if lay.metrics_json.exists():
+        # written by the ablation/evaluate stage this report follows: not computed twice
+        doc = json.loads(lay.metrics_json.read_text())
+        metrics, decision = doc["arms"], doc["decision"]
+    else:
+        metrics = evaluate_arms(cfg)
+        decision = decide(metrics, cfg.ablation)
     path = build_report(
         lay.root,
         metrics=metrics,
