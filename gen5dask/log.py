@@ -79,8 +79,8 @@ def verbosity_level(verbose: int = 0, quiet: int = 0) -> int:
 def setup_logging(level: int | str = logging.INFO) -> logging.Logger:
     """Send ``gen5dask`` messages at ``level`` and above to stderr (idempotent).
 
-    Returns the ``gen5dask`` logger. Records also propagate to the root logger, so a handler a
-    user configured there still sees them (install either this or that, not both).
+    Returns the ``gen5dask`` logger. Records then stop propagating to the root logger, so nothing
+    is printed twice; without this call they propagate to whatever handler the user set up.
     """
     level = logging.getLevelName(level) if isinstance(level, str) else int(level)
     handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)

@@ -135,6 +135,10 @@ def test_scancelled_worker_job_is_replaced_and_stage_completes(slurm, local_refe
                                                                monkeypatch, capsys):
     import dask
 
+    from gen5dask.log import setup_logging
+
+    setup_logging("INFO")  # what a CLI user sees on stderr (the message is a logger warning)
+
     from gen5dask.stages.inject import run_inject
 
     monkeypatch.chdir(tmp_path)
