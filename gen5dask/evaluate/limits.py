@@ -110,6 +110,15 @@ def _bin_of(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return idx
 
 
+def _binned(pos_scores, pos_values, target_values, edges):
+    """Positives' scores, their bins and the target's bins (-1 outside), and the bin count."""
+    e = np.asarray(edges, dtype=np.float64)
+    s = np.asarray(pos_scores, dtype=np.float64).ravel()
+    pj = _bin_of(np.asarray(pos_values, dtype=np.float64).ravel(), e)
+    ti = _bin_of(np.asarray(target_values, dtype=np.float64).ravel(), e)
+    return s, pj, ti, e.size - 1
+
+
 def reweighted_recall(
     pos_scores: np.ndarray,
     pos_values: np.ndarray,
@@ -130,16 +139,10 @@ def reweighted_recall(
         ``recall`` (None when undefined), ``coverage``, ``n_target``, ``n_pos``, and per-bin
         ``pi``, ``n``, ``k``.
     """
-    s = np.asarray(pos_scores, dtype=np.float64).ravel()
-    v = np.asarray(pos_values, dtype=np.float64).ravel()
-    t = np.asarray(target_values, dtype=np.float64).ravel()
-    e = np.asarray(edges, dtype=np.float64)
-    nb = e.size - 1
-    ti = _bin_of(t, e)
+    s, pj, ti, nb = _binned(pos_scores, pos_values, target_values, edges)
     pi = np.bincount(ti[ti >= 0], minlength=nb).astype(np.float64)
     n_target = int(pi.sum())
     pi = pi / n_target if n_target else pi
-    pj = _bin_of(v, e)
     ok = pj >= 0
     n = np.bincount(pj[ok], minlength=nb)
     passed = (s > threshold) if not math.isnan(threshold) else np.zeros(s.size, bool)
@@ -174,13 +177,7 @@ def reweighted_recall_bootstrap_ci(
     sampling error of the point estimate. Cost O(n log n + n_boot * bins).
     """
     neg = np.sort(np.asarray(neg_scores, dtype=np.float64).ravel())
-    s = np.asarray(pos_scores, dtype=np.float64).ravel()
-    v = np.asarray(pos_values, dtype=np.float64).ravel()
-    t = np.asarray(target_values, dtype=np.float64).ravel()
-    e = np.asarray(edges, dtype=np.float64)
-    nb = e.size - 1
-    ti = _bin_of(t, e)
-    pj = _bin_of(v, e)
+    s, pj, ti, nb = _binned(pos_scores, pos_values, target_values, edges)
     n_t = int((ti >= 0).sum())
     n_p = int((pj >= 0).sum())
     if neg.size == 0 or n_t == 0 or n_p == 0:
