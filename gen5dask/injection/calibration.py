@@ -49,6 +49,20 @@ def json_default(o: Any):
     raise TypeError(msg)
 
 
+def empty_achieved() -> dict[str, Any]:
+    """The achieved-fraction keys of ``calibration.json`` before ``inject`` has run."""
+    return {
+        "n": 0,
+        "achieved_fractions": None,
+        "n_below_range": 0,
+        "n_uncalibrated": 0,
+        "achieved_fractions_uncalibrated": None,
+        "n_below_range_uncalibrated": 0,
+        "bound_hits": {"bright": 0, "faint": 0},
+        "unattainable": 0,
+    }
+
+
 def calibration_summary(
     train_path: Path, *, target: TargetDistribution, laws: Laws, seed: int
 ) -> dict:
@@ -59,16 +73,7 @@ def calibration_summary(
     suffix ``_uncalibrated`` for the uncalibrated mode, ``bound_hits`` ``{"bright", "faint"}`` and
     ``unattainable``; fractions are None when a mode is absent or the store is incomplete.
     """
-    out: dict[str, Any] = {
-        "n": 0,
-        "achieved_fractions": None,
-        "n_below_range": 0,
-        "n_uncalibrated": 0,
-        "achieved_fractions_uncalibrated": None,
-        "n_below_range_uncalibrated": 0,
-        "bound_hits": {"bright": 0, "faint": 0},
-        "unattainable": 0,
-    }
+    out = empty_achieved()
     path = Path(train_path)
     if not is_complete(path):
         return out
@@ -170,6 +175,7 @@ def record_achieved(
 
 
 __all__ = [
+    "empty_achieved",
     "calibration_summary",
     "json_default",
     "plot_calibration",

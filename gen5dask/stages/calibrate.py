@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from gen5dask.injection.batch import inject_rows
-from gen5dask.injection.calibration import plot_calibration, write_json
+from gen5dask.injection.calibration import empty_achieved, plot_calibration, write_json
 from gen5dask.injection.laws import LAW_KEYS, TargetDistribution
 from gen5dask.injection.plan import HOST_VARS, calibrated_plan, host_table
 from gen5dask.injection.spec import InjectionModel, InjectSpec
@@ -284,14 +284,7 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
         "config_hash": chash,
         "created": utc_now(),
         # filled by `inject` once train.zarr is complete (record_achieved)
-        "n": 0,
-        "achieved_fractions": None,
-        "n_below_range": 0,
-        "n_uncalibrated": 0,
-        "achieved_fractions_uncalibrated": None,
-        "n_below_range_uncalibrated": 0,
-        "bound_hits": {"bright": 0, "faint": 0},
-        "unattainable": 0,
+        **empty_achieved(),
     }
     write_json(path, data)
     if ccfg.plot:
