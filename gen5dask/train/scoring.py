@@ -19,6 +19,7 @@ every scored row, in the same row order as ``sample``; :func:`read_embeddings` r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -267,19 +268,33 @@ def write_scores(path: str | Path, df: pd.DataFrame, *, attrs: dict | None = Non
     return path
 
 
-def read_scores(path: str | Path) -> pd.DataFrame:
-    """A scores table as a DataFrame with decoded string columns (one row per scored sample)."""
-    import xarray as xr
-
+@contextlib.contextmanager
+def _quiet():
+    """Zarr's and xarray's messages about a scores table's own layout, silenced while reading."""
     from gen5dask.store.zarrstore import quiet_zarr
+
+    with quiet_zarr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _open_scores(path: str | Path):
+    """``(path, lazy Dataset)`` of a scores table; a missing table says what to run."""
+    import xarray as xr
 
     p = Path(path)
     if not p.exists():
         msg = f"scores table {p} does not exist; run `gen5dask score`"
         raise FileNotFoundError(msg)
-    with quiet_zarr(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = xr.open_zarr(p, consolidated=True).load()
+    with _quiet():
+        return p, xr.open_zarr(p, consolidated=True)
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """A scores table as a DataFrame with decoded string columns (one row per scored sample)."""
+    p, ds = _open_scores(path)
+    with _quiet():
+        ds = ds.load()
     out = {}
     for name in ds.data_vars:
         if ds[name].dims != ("row",):
@@ -305,17 +320,8 @@ def read_embeddings(path: str | Path, *, store: str | None = None
     KeyError
         If it has no ``embedding`` variable (scored with ``score.embeddings: false``).
     """
-    import xarray as xr
-
-    from gen5dask.store.zarrstore import quiet_zarr
-
-    p = Path(path)
-    if not p.exists():
-        msg = f"scores table {p} does not exist; run `gen5dask score`"
-        raise FileNotFoundError(msg)
-    with quiet_zarr(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = xr.open_zarr(p, consolidated=True)
+    p, ds = _open_scores(path)
+    with _quiet():
         if EMBEDDING not in ds:
             msg = f"{p}: no {EMBEDDING!r} variable; rescore with score.embeddings: true"
             raise KeyError(msg)
