@@ -132,15 +132,23 @@ class _LogLines:
     """A file-like sink for tqdm off a terminal: each non-empty redraw becomes one log line."""
 
     def __init__(self, log: logging.Logger) -> None:
+        import time
+
         self.log = log
         self.last = ""
+        self.clock = time.monotonic
+        self.last_t = -float("inf")
 
     def write(self, text: str) -> int:
+        # tqdm redraws on every set_postfix too: keep one line per interval, plus the end
         for piece in text.replace("\r", "\n").split("\n"):
             line = piece.strip()
-            if line and line != self.last:
+            if not line or line == self.last:
+                continue
+            now = self.clock()
+            if "100%" in line or now - self.last_t >= PLAIN_INTERVAL_S:
                 self.log.info(line)
-                self.last = line
+                self.last, self.last_t = line, now
         return len(text)
 
     def flush(self) -> None:

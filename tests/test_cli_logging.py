@@ -53,8 +53,9 @@ def test_progress_off_a_terminal_is_plain_lines(monkeypatch):
     monkeypatch.setattr("sys.stderr", buf)
     monkeypatch.setattr(log, "PLAIN_INTERVAL_S", 0.05)
     with log.progress_bar(total=200, desc="work", unit="chunk") as bar:
-        for _ in range(200):
+        for i in range(200):
             bar.update(1)
+            bar.set_postfix(loss=1.0 / (i + 1))  # forces a redraw, as the trainer does
             time.sleep(0.001)
     text = buf.getvalue()
     assert "\r" not in text
