@@ -16,9 +16,22 @@ class CalibrateConfig(Section):
     """``plan``: the remediation plan's table (``bins``/``fractions``); ``anchors``: fractions
     implied by the anchors' visibility proxy through a proxy -> arc_snr relation fitted on a
     dry run of injections."""
+    quantity: Literal["arc_snr", "arc_snr_peak"] = "arc_snr"
+    """The calibrated arc S/N (r band, DESIGN §4): ``arc_snr`` (integrated over the pixels with
+    a >= sigma) or ``arc_snr_peak`` (the per-pixel peak: what the earlier pipeline called
+    "arc_snr" and what the remediation plan's table was written for). ``bins``, the dry run,
+    the anchors' inversion and the achieved fractions all use it."""
+    inversion: Literal["regression", "deconvolve"] = "regression"
+    """``target: anchors`` only: how the anchors' proxy becomes arc S/N. ``regression``: the
+    least-squares relation ``log s = a + b log proxy`` of the dry run applied per anchor
+    (simple; shrinks toward the dry run's range when the proxy is noisy). ``deconvolve``: the
+    maximum-likelihood bin fractions of a forward model of the proxy
+    (:mod:`gen5dask.injection.deconvolve`; unbiased by the dry run's prior, noisier). In the
+    mock survey ``calibration.json`` scores either against the anchors' true arc S/N
+    (``recovery``)."""
     bins: list[float] = Field(default_factory=lambda: [0.8, 2.0, 8.0, 20.0, 100.0])
-    """Edges of the arc_snr bins (integrated arc S/N, dimensionless), increasing; the last edge
-    caps the open "20+" bin. Targets are uniform within a bin."""
+    """Edges of the bins of the calibrated quantity (``quantity``; dimensionless), increasing;
+    the last edge caps the open "20+" bin. Targets are uniform within a bin."""
     fractions: list[float] = Field(default_factory=lambda: [0.40, 0.40, 0.15, 0.05])
     """Target fraction per bin (``target: plan``); must sum to 1."""
     anchors: str | None = None

@@ -213,21 +213,26 @@ def training_curves_png(records: Sequence[dict], *, title: str = "training",
 
 
 def calibration_png(calib: dict, *, path: str | Path | None = None, dpi: int = _DPI) -> bytes:
-    """Target vs achieved arc_snr fractions per bin (``calibration.json``: ``bins`` edges,
-    ``target_fractions``, ``achieved_fractions``, optional ``n``)."""
+    """Target vs achieved fractions per bin of the calibrated quantity (``calibration.json``:
+    ``bins`` edges, ``target_fractions``, ``achieved_fractions`` (None before ``inject``: the
+    target alone), optional ``n`` and ``quantity``)."""
     labels = _bin_labels(calib["bins"])
     tgt = np.asarray(calib["target_fractions"], float)
-    ach = np.asarray(calib["achieved_fractions"], float)
+    achieved = calib.get("achieved_fractions")
+    ach = np.asarray(tgt if achieved is None else achieved, float)
     if not (len(labels) == tgt.size == ach.size):
         msg = (f"calibration: {len(labels)} bins but {tgt.size} target and {ach.size} achieved "
                "fractions")
         raise ValueError(msg)
     fig, (ax,) = _new(5.5, 3.8)
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, tgt, 0.4, label="target")
-    ax.bar(x + 0.2, ach, 0.4, label=f"achieved (n={calib.get('n', '?')})")
+    if achieved is None:
+        ax.bar(x, tgt, 0.6, label="target (inject not run)")
+    else:
+        ax.bar(x - 0.2, tgt, 0.4, label="target")
+        ax.bar(x + 0.2, ach, 0.4, label=f"achieved (n={calib.get('n', '?')})")
     ax.set_xticks(x, labels)
-    ax.set_xlabel("arc_snr bin")
+    ax.set_xlabel(f"{calib.get('quantity', 'arc_snr')} bin")
     ax.set_ylabel("fraction of injections")
     ax.set_title("injection brightness calibration")
     ax.legend()

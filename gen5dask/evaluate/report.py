@@ -247,9 +247,37 @@ def _calibration(ctx: dict) -> str:
     if c is None:
         return _why(ctx, "calibration", "calibration.json not found (calibrate not run)")
     out = [_img(plots.calibration_png(c, dpi=ctx["dpi"]), "calibration target vs achieved")]
-    out.append(f"<p>n = {_e(_fmt(c.get('n')))}; bound hits = {_e(_fmt(c.get('bound_hits')))}"
-               "</p>")
+    out.append(f"<p>calibrated quantity: {_e(c.get('quantity', 'arc_snr'))} (r band); "
+               f"target from {_e(c.get('source'))}; n = {_e(_fmt(c.get('n')))}; "
+               f"bound hits = {_e(_fmt(c.get('bound_hits')))}</p>")
+    out.append(_recovery(c.get("proxy_relation") or {}))
     return "\n".join(out)
+
+
+def _recovery(rel: dict) -> str:
+    """How well the anchors' calibration recovered their true arc S/N (mock anchors only)."""
+    rec = rel.get("recovery")
+    if not rel:
+        return ""
+    head = (f"<p>Anchors measured with the {_e(rel.get('proxy'))}, inverted by "
+            f"<b>{_e(rel.get('inversion', 'regression'))}</b> "
+            f"({_e(_fmt(rel.get('n_anchors')))} anchors, "
+            f"{_e(_fmt(rel.get('n_anchors_nonpositive_proxy')))} with no measurable arc).</p>")
+    if not rec:
+        return head + "<p>The anchors carry no true arc S/N (real lenses): recovery not scored.</p>"
+    b = rec.get("bins") or []
+    rows = [[f"{b[i]:g}-{b[i + 1]:g}" + ("+" if i == len(b) - 2 else ""), ft, tt]
+            for i, (ft, tt) in enumerate(zip(rec.get("fractions_target") or [],
+                                             rec.get("fractions_true_open") or [],
+                                             strict=False))]
+    return (head + "<p>Recovery against the anchors' true values (the mock knows them): "
+            "total-variation distance of the bin fractions "
+            f"{_e(_fmt(rec.get('total_variation')))}, "
+            f"KS statistic {_e(_fmt(rec.get('ks_statistic')))} "
+            f"(p = {_e(_fmt(rec.get('ks_pvalue')))}), 1-Wasserstein "
+            f"{_e(_fmt(rec.get('wasserstein_log10')))} dex, median recovered / true "
+            f"{_e(_fmt(rec.get('median_ratio')))}.</p>"
+            + _table(["bin", "target fraction (recovered)", "true fraction"], rows))
 
 
 def _regions(ctx: dict) -> str:

@@ -19,10 +19,24 @@ from gen5dask.kernels import photometry
 JUMP_MARGIN = 1e-6
 
 
+def solve_peak(arc_unit_r, invvar_r, target) -> np.ndarray:
+    """Amplitude whose ``arc_snr_peak = max(a * sqrt(invvar))`` is the target.
+
+    The peak is linear in the amplitude, so ``s = target / peak(unit arc)``: every target is
+    attained (float64 nanomaggies; ``inf`` where no good pixel lies under the arc).
+    """
+    target = np.asarray(target, dtype=np.float64)
+    unit_peak = photometry.arc_snr(arc_unit_r, invvar_r).arc_snr_peak
+    with np.errstate(divide="ignore"):
+        return np.where(unit_peak > 0, target / np.where(unit_peak > 0, unit_peak, 1.0), np.inf)
+
+
 def solve_nearest(
-    arc_unit_r, invvar_r, target, bounds: tuple[np.ndarray, np.ndarray] | None = None
+    arc_unit_r, invvar_r, target, bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    *, quantity: str = "arc_snr",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Amplitude whose arc_snr is the target, or the nearest attainable value.
+    """Amplitude whose arc_snr (or, with ``quantity="arc_snr_peak"``, peak S/N) is the target,
+    or the nearest attainable value.
 
     Parameters
     ----------
@@ -35,6 +49,8 @@ def solve_nearest(
     bounds : (numpy.ndarray, numpy.ndarray), optional
         ``[low, high)`` of the table bin each target was drawn from
         (:meth:`gen5dask.injection.laws.TargetDistribution.bin_of`).
+    quantity : {"arc_snr", "arc_snr_peak"}
+        The calibrated quantity; the peak has no jumps (:func:`solve_peak`, ``gap`` all False).
 
     Returns
     -------
@@ -46,6 +62,12 @@ def solve_nearest(
     gap : numpy.ndarray
         bool, True where the target is not attainable.
     """
+    if quantity == "arc_snr_peak":
+        s = solve_peak(arc_unit_r, invvar_r, target)
+        return s, np.zeros(s.shape, dtype=bool)
+    if quantity != "arc_snr":
+        msg = f"unknown calibrated quantity {quantity!r} (arc_snr or arc_snr_peak)"
+        raise ValueError(msg)
     target = np.asarray(target, dtype=np.float64)
     s = photometry.solve_amplitude_for_arc_snr(arc_unit_r, invvar_r, target)
     u = np.asarray(arc_unit_r, dtype=np.float64)
@@ -70,4 +92,4 @@ def solve_nearest(
     return s, gap
 
 
-__all__ = ["JUMP_MARGIN", "solve_nearest"]
+__all__ = ["JUMP_MARGIN", "solve_nearest", "solve_peak"]

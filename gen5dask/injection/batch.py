@@ -1,7 +1,8 @@
 """The injection of one batch: host rows and plan rows in, every output variable out (pure).
 
 Brightness. ``uncalibrated``: source r mag = host r mag + ``src_dmag`` (drawn from the laws).
-``calibrated``: a target ``arc_snr`` is drawn from the spec's target and the amplitude solved
+``calibrated``: a target arc S/N (``arc_snr``, or ``arc_snr_peak`` when the target's
+``quantity`` says so) is drawn from the spec's target and the amplitude solved
 on the host's r-band invvar by the one amplitude policy
 (:func:`gen5dask.injection.amplitude.solve_nearest`), then clipped to
 ``calibrated_dmag_bounds`` (quality ``bound_hit_bright`` / ``bound_hit_faint``). ``arc_snr`` /
@@ -132,7 +133,8 @@ def inject_rows(
             # drawn targets keep to their table bin at a jump; overridden ones (dry runs) have
             # no bin
             bounds = spec.target.bin_of(tgt) if target_override is None else None
-            s, gap = solve_nearest(arc_unit[cal, ir], iv_r[cal], tgt, bounds)
+            s, gap = solve_nearest(arc_unit[cal, ir], iv_r[cal], tgt, bounds,
+                                   quantity=spec.target.quantity)
             summary["unattainable"] = int(gap.sum())
             d = flux_to_mag(s) - hm[cal]
             lo, hi = spec.calibrated_dmag_bounds

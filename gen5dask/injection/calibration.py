@@ -22,13 +22,20 @@ from gen5dask.store.schema import QUALITY
 
 
 def read_target(path: Path) -> tuple[TargetDistribution, str]:
-    """Target law and its source (``plan`` / ``anchors``) of a ``calibration.json``."""
+    """Target law and its source (``plan`` / ``anchors``) of a ``calibration.json`` (files
+    written before ``quantity`` existed calibrated ``arc_snr``)."""
     data = json.loads(Path(path).read_text())
     try:
-        return TargetDistribution(data["bins"], data["target_fractions"]), data["source"]
+        return target_of(data), data["source"]
     except (KeyError, ValueError) as exc:
         msg = f"{path}: invalid calibration target ({exc}); rerun `gen5dask calibrate`"
         raise ValueError(msg) from None
+
+
+def target_of(data: dict) -> TargetDistribution:
+    """The :class:`TargetDistribution` of a ``calibration.json`` dict."""
+    return TargetDistribution(data["bins"], data["target_fractions"],
+                              data.get("quantity", "arc_snr"))
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -66,7 +73,8 @@ def empty_achieved() -> dict[str, Any]:
 def calibration_summary(
     train_path: Path, *, target: TargetDistribution, laws: Laws, seed: int
 ) -> dict:
-    """Achieved arc_snr fractions of ``train.zarr`` against the target.
+    """Achieved fractions of the calibrated quantity (``target.quantity``, e.g. ``arc_snr``)
+    of ``train.zarr`` against the target.
 
     Returns ``n`` (injections with arc_snr >= bins[0]), ``achieved_fractions``,
     ``n_below_range`` (arc_snr < bins[0]; left out of the fractions), the same three with
@@ -77,12 +85,13 @@ def calibration_summary(
     path = Path(train_path)
     if not is_complete(path):
         return out
-    tab = read_table(path, ["sample", "host_sample", "kind", "inject_mode", "quality", "arc_snr"])
+    q_name = target.quantity
+    tab = read_table(path, ["sample", "host_sample", "kind", "inject_mode", "quality", q_name])
     inj = tab["kind"].to_numpy() == "injection"
     mode = tab["inject_mode"].to_numpy()
     cal = inj & (mode == "calibrated")
     unc = inj & (mode == "uncalibrated")
-    snr = tab["arc_snr"].to_numpy(np.float64)
+    snr = tab[q_name].to_numpy(np.float64)
     if cal.any():
         fr, n, below = target.fractions_of(snr[cal])
         out["n"], out["achieved_fractions"], out["n_below_range"] = n, fr.tolist(), below
@@ -132,9 +141,11 @@ def plot_calibration(data: dict, path: Path) -> Path:
     for k, (name, vals) in enumerate(series):
         ax.bar(x + (k - (len(series) - 1) / 2) * w, vals, w, label=name)
     ax.set_xticks(x, labels)
-    ax.set_xlabel("arc_snr bin (integrated, r band)")
+    quantity = data.get("quantity", "arc_snr")
+    kind = "peak pixel" if quantity == "arc_snr_peak" else "integrated"
+    ax.set_xlabel(f"{quantity} bin ({kind}, r band)")
     ax.set_ylabel("fraction")
-    ax.set_title(f"arc_snr target ({data['source']}) vs achieved")
+    ax.set_title(f"{quantity} target ({data['source']}) vs achieved")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,11 +170,12 @@ def record_achieved(
     path = Path(path)
     if path.exists():
         data = json.loads(path.read_text())
-        target = TargetDistribution(data["bins"], data["target_fractions"])
+        target = target_of(data)
     else:
         data = {
             "bins": list(target.bins),
             "target_fractions": list(target.fractions),
+            "quantity": target.quantity,
             "source": source,
             "implied_src_dmag": None,
         }
@@ -181,5 +193,6 @@ __all__ = [
     "plot_calibration",
     "read_target",
     "record_achieved",
+    "target_of",
     "write_json",
 ]

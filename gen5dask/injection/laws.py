@@ -117,22 +117,36 @@ def noise_keys(seed: int, host_ids, replicates, modes) -> np.ndarray:
     return out
 
 
+#: the arc S/N definitions a calibration can target (both are truth columns of every store)
+CALIBRATED_QUANTITIES = ("arc_snr", "arc_snr_peak")
+
+
 @dataclass(frozen=True)
 class TargetDistribution:
-    """Piecewise-uniform distribution of target ``arc_snr`` (dimensionless).
+    """Piecewise-uniform distribution of the calibrated arc S/N (dimensionless).
 
     Parameters
     ----------
     bins : sequence of float
-        Increasing bin edges of arc_snr.
+        Increasing bin edges of the calibrated quantity.
     fractions : sequence of float
         Probability of each bin (sums to 1); the density is uniform within a bin.
+    quantity : {"arc_snr", "arc_snr_peak"}
+        What the targets are: the integrated ``arc_snr`` (default) or the per-pixel peak
+        ``arc_snr_peak`` (the earlier pipeline's "arc_snr", for which the remediation plan's
+        table was written); both measured on the r band (:func:`gen5dask.kernels.photometry.
+        arc_snr`).
     """
 
     bins: tuple[float, ...]
     fractions: tuple[float, ...]
+    quantity: str = "arc_snr"
 
     def __post_init__(self) -> None:
+        if self.quantity not in CALIBRATED_QUANTITIES:
+            msg = (f"calibrated quantity must be one of {CALIBRATED_QUANTITIES}, "
+                   f"got {self.quantity!r}")
+            raise ValueError(msg)
         b = np.asarray(self.bins, dtype=np.float64)
         f = np.asarray(self.fractions, dtype=np.float64)
         if b.ndim != 1 or b.size < 2 or np.any(np.diff(b) <= 0) or not np.all(np.isfinite(b)):
@@ -333,6 +347,7 @@ def draw_injection_params(
 
 
 __all__ = [
+    "CALIBRATED_QUANTITIES",
     "COUNTERS",
     "LAW_KEYS",
     "Laws",

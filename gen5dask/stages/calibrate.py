@@ -1,4 +1,4 @@
-"""``gen5dask calibrate``: the target arc_snr distribution of calibrated injections.
+"""``gen5dask calibrate``: the target arc S/N distribution of calibrated injections.
 
 Writes ``OUTPUT_DIR/calibration.json`` and figures under ``OUTPUT_DIR/calibration/``.
 
@@ -6,17 +6,23 @@ Writes ``OUTPUT_DIR/calibration.json`` and figures under ``OUTPUT_DIR/calibratio
   one capping the open "20+" bin) and ``fractions``, uniform within each bin.
 * ``calibrate.target: anchors`` -- measured on the anchors: the visibility proxy
   (:func:`gen5dask.kernels.photometry.visibility_proxy`, S/N form) of every anchor cutout is
-  turned into an implied arc_snr by the relation ``log arc_snr = a + b log proxy`` fitted (least
-  squares, residual scatter recorded) on a dry run of calibrated injections into hosts with
-  known arc_snr (log-uniform in ``dry_run_snr_range``). Anchors with a non-positive proxy have
-  no measurable arc and are counted in the first bin. The histogram of implied arc_snr in
-  ``bins`` gives the target fractions.
+  inverted with a dry run of calibrated injections into hosts with known arc S/N (log-uniform
+  in ``dry_run_snr_range``). ``calibrate.inversion: regression``: the relation
+  ``log s = a + b log proxy`` (least squares, residual scatter recorded) gives an implied value
+  per anchor; anchors with a non-positive proxy have no measurable arc and are counted in the
+  first bin; their histogram in ``bins`` gives the target fractions. ``deconvolve``: the
+  maximum-likelihood fractions of a forward model of the proxy
+  (:mod:`gen5dask.injection.deconvolve`). Where the anchors carry their true arc S/N (the mock
+  survey), ``proxy_relation.recovery`` says how far the recovered distribution is from it.
+
+The calibrated quantity is ``calibrate.quantity``: ``arc_snr`` (integrated) or ``arc_snr_peak``
+(per-pixel peak, the earlier pipeline's "arc_snr"); ``s`` above is that quantity.
 
 Either way a dry run of ``dry_run_n`` calibrated injections (same keys as ``inject``) records
 the implied ``src_dmag`` distribution (quantiles) and bound-hit rate.
 
-JSON keys: ``bins``, ``target_fractions``, ``source`` (``plan``/``anchors``), ``n`` and
-``achieved_fractions`` (null until ``inject`` ran; then counts and fractions of calibrated
+JSON keys: ``bins``, ``target_fractions``, ``quantity``, ``source`` (``plan``/``anchors``),
+``n`` and ``achieved_fractions`` (null until ``inject`` ran; then counts and fractions of calibrated
 injections), ``achieved_fractions_uncalibrated``, ``bound_hits`` ``{"bright", "faint"}``,
 ``unattainable`` (targets inside a jump of arc_snr(amplitude), given the nearest attainable
 arc_snr instead),
@@ -31,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from gen5dask.evaluate.calibration import recovery_distance
 from gen5dask.injection.batch import inject_rows
 from gen5dask.injection.calibration import empty_achieved, plot_calibration, write_json
+from gen5dask.injection.deconvolve import deconvolve_fractions
 from gen5dask.injection.laws import LAW_KEYS, TargetDistribution
 from gen5dask.injection.plan import HOST_VARS, calibrated_plan, host_table
 from gen5dask.injection.spec import InjectionModel, InjectSpec
@@ -83,8 +91,9 @@ def dry_run(
     Returns
     -------
     dict or None
-        ``arc_snr``, ``target``, ``src_dmag``, ``quality``, ``image_r`` (injected r-band
-        stamps, nanomaggies) and ``host_id``; None when no host store exists.
+        ``arc_snr``, ``arc_snr_peak``, ``target``, ``src_dmag``, ``quality``, ``image_r``
+        (injected r-band stamps, nanomaggies), ``host_id`` and ``theta_e``; None when no host
+        store exists.
     """
     try:
         host_path = resolve_hosts(cfg)
@@ -120,11 +129,13 @@ def dry_run(
     ir = list(geom["bands"]).index("r")
     return {
         "arc_snr": data["arc_snr"].astype(np.float64),
+        "arc_snr_peak": data["arc_snr_peak"].astype(np.float64),
         "target": summary["target_arc_snr"],
         "src_dmag": data["src_dmag"].astype(np.float64),
         "quality": data["quality"],
         "image_r": data["image"][:, ir],
         "host_id": plan["host_id"],
+        "theta_e": data["theta_e"].astype(np.float64),
     }
 
 
@@ -155,7 +166,7 @@ def fit_proxy_relation(proxy: np.ndarray, arc_snr: np.ndarray) -> dict[str, floa
     }
 
 
-def _anchor_images_r(cfg) -> tuple[np.ndarray, str]:
+def _anchor_images_r(cfg) -> tuple[np.ndarray, str, dict]:
     ccfg = cfg.calibrate
     if ccfg.anchors:
         path = Path(ccfg.anchors)
@@ -174,18 +185,32 @@ def _anchor_images_r(cfg) -> tuple[np.ndarray, str]:
         raise StoreError(msg)
     ir = list(geom["bands"]).index("r")
     img = read_samples(path, rows, ["image"])["image"][:, ir]
-    return img, str(path)
+    sample = read_samples(path, rows, ["sample"])["sample"]
+    try:  # truth of the calibrated quantity: mock anchors only
+        true = read_samples(path, rows, [ccfg.quantity])[ccfg.quantity]
+    except StoreError:
+        true = np.full(rows.size, np.nan)
+    return img, str(path), {"sample": sample, "true": true}
 
 
 def anchors_target(cfg) -> tuple[TargetDistribution, dict]:
-    """Target fractions implied by the anchors' visibility proxy (see module docstring)."""
+    """Target fractions implied by the anchors' visibility proxy (see module docstring).
+
+    ``calibrate.inversion`` chooses the per-anchor regression or the forward-model
+    deconvolution. Where the anchor store knows the anchors' true value of the calibrated
+    quantity (the mock survey), the recovery is scored against it (``recovery``:
+    :func:`gen5dask.evaluate.calibration.recovery_distance` plus the total-variation distance of
+    the binned fractions); the implied value per anchor is kept (``anchor_implied``) so anyone
+    can recompute it.
+    """
     ccfg = cfg.calibrate
+    quantity = ccfg.quantity
     r_in, r_out = ccfg.visibility_annulus
-    images, apath = _anchor_images_r(cfg)
+    images, apath, anchor = _anchor_images_r(cfg)
     proxy_a = photometry.visibility_proxy(
         images, r_in=r_in, r_out=r_out, model=ccfg.visibility_model
     ).snr
-    plan_t = TargetDistribution(ccfg.bins, ccfg.fractions)
+    plan_t = TargetDistribution(ccfg.bins, ccfg.fractions, quantity)
     dr = dry_run(cfg, target=plan_t, n=ccfg.dry_run_n, target_override="loguniform")
     if dr is None:
         msg = "calibrate.target 'anchors' needs a host store for the dry run (see inject.hosts)"
@@ -193,28 +218,63 @@ def anchors_target(cfg) -> tuple[TargetDistribution, dict]:
     proxy_d = photometry.visibility_proxy(
         dr["image_r"], r_in=r_in, r_out=r_out, model=ccfg.visibility_model
     ).snr
-    rel = fit_proxy_relation(proxy_d, dr["arc_snr"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        implied = np.where(
-            proxy_a > 0, np.exp(rel["intercept"] + rel["slope"] * np.log(proxy_a)), np.nan
-        )
+    rel = fit_proxy_relation(proxy_d, dr[quantity])
     n_nonpos = int((~(proxy_a > 0)).sum())
-    implied = np.where(np.isfinite(implied), implied, ccfg.bins[0])
-    fr, n, _ = TargetDistribution(ccfg.bins, ccfg.fractions).fractions_of(implied)
-    if n == 0 or fr.sum() == 0:
-        msg = f"{apath}: no anchor with a finite visibility proxy"
-        raise ValueError(msg)
-    info = {
+    info: dict[str, Any] = {}
+    if ccfg.inversion == "deconvolve":
+        dec = deconvolve_fractions(proxy_a, proxy_d, dr[quantity], ccfg.bins)
+        implied = dec.pop("implied")
+        fr = np.asarray(dec.pop("fractions"))
+        info["deconvolution"] = dec
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            implied = np.where(
+                proxy_a > 0, np.exp(rel["intercept"] + rel["slope"] * np.log(proxy_a)), np.nan
+            )
+        implied = np.where(np.isfinite(implied), implied, ccfg.bins[0])
+        fr, n, _ = plan_t.fractions_of(implied)
+        if n == 0 or fr.sum() == 0:
+            msg = f"{apath}: no anchor with a finite visibility proxy"
+            raise ValueError(msg)
+    info.update({
         **rel,
+        "inversion": ccfg.inversion,
+        "quantity": quantity,
         "proxy": f"visibility_proxy snr, model {ccfg.visibility_model}, annulus {r_in}-{r_out} px",
         "anchor_store": apath,
         "n_anchors": int(images.shape[0]),
         "n_anchors_nonpositive_proxy": n_nonpos,
         "anchor_implied_arc_snr_quantiles": dict(
-            zip(map(str, QUANTILES), np.quantile(implied, QUANTILES).tolist(), strict=True)
+            zip(map(str, QUANTILES), np.nanquantile(implied, QUANTILES).tolist(), strict=True)
         ),
-    }
-    return TargetDistribution(ccfg.bins, fr.tolist()), info
+        "anchor_implied": {"sample": anchor["sample"].astype(np.int64).tolist(),
+                           "implied": [None if not np.isfinite(v) else float(v)
+                                       for v in implied]},
+        "recovery": recovery_of(implied, fr, anchor["true"], ccfg.bins),
+    })
+    return TargetDistribution(ccfg.bins, fr.tolist(), quantity), info
+
+
+def recovery_of(implied: np.ndarray, fractions: np.ndarray, true: np.ndarray,
+                bins) -> dict | None:
+    """How well the anchors' calibration recovered their true values (None without truth).
+
+    :func:`gen5dask.evaluate.calibration.recovery_distance` of the per-anchor implied values
+    against the true ones, plus ``total_variation``: ``0.5 sum_k |f_k - t_k|`` between the
+    target fractions and the true fractions in ``bins`` (the last bin open above, as the
+    target's).
+    """
+    t = np.asarray(true, dtype=np.float64)
+    if not np.isfinite(t).any():
+        return None
+    out = recovery_distance(implied, t, bins=bins)
+    t_fr, n_t, _ = TargetDistribution(bins, [1.0] + [0.0] * (len(bins) - 2)).fractions_of(t)
+    out["fractions_true_open"] = t_fr.tolist()
+    out["n_true_in_range"] = n_t
+    out["fractions_target"] = np.asarray(fractions, dtype=np.float64).tolist()
+    out["total_variation"] = (float(0.5 * np.abs(np.asarray(fractions) - t_fr).sum())
+                              if n_t else None)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +319,7 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
             return path
     relation = None
     if ccfg.target == "plan":
-        target = TargetDistribution(ccfg.bins, ccfg.fractions)
+        target = TargetDistribution(ccfg.bins, ccfg.fractions, ccfg.quantity)
     else:
         target, relation = anchors_target(cfg)
     implied = None
@@ -278,6 +338,7 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
     data: dict[str, Any] = {
         "bins": list(target.bins),
         "target_fractions": list(target.fractions),
+        "quantity": target.quantity,
         "source": ccfg.target,
         "implied_src_dmag": implied,
         "proxy_relation": relation,
@@ -298,5 +359,6 @@ __all__ = [
     "anchors_target",
     "dry_run",
     "fit_proxy_relation",
+    "recovery_of",
     "run_calibrate",
 ]

@@ -171,3 +171,27 @@ def test_render_report_is_pure(metrics):
     assert "section failed" in pops and "JSONDecodeError: bad" in pops
     assert "calibration.json not found: calibrate" in page
     assert "matched-filter limit" in page
+
+
+def test_report_shows_calibration_recovery(metrics):
+    from gen5dask.evaluate.decision import decide
+    from gen5dask.evaluate.report import ReportInputs, render_report
+
+    rec = {"bins": [0.8, 2.0, 8.0], "fractions_target": [0.7, 0.3],
+           "fractions_true_open": [0.1, 0.9], "total_variation": 0.6, "ks_statistic": 0.55,
+           "ks_pvalue": 1e-4, "wasserstein_log10": 0.42, "median_ratio": 0.31}
+    cal = {"bins": [0.8, 2.0, 8.0], "target_fractions": [0.7, 0.3], "source": "anchors",
+           "quantity": "arc_snr_peak", "n": 0, "achieved_fractions": None,
+           "proxy_relation": {"proxy": "visibility_proxy snr", "inversion": "deconvolve",
+                              "n_anchors": 10, "n_anchors_nonpositive_proxy": 2,
+                              "recovery": rec}}
+    page = render_report(ReportInputs(calibration=cal), metrics=metrics,
+                         decision=decide(metrics), config_text="x", generated="now")
+    sec = page.split('id="calibration"')[1].split("</section>")[0]
+    assert "arc_snr_peak" in sec and "deconvolve" in sec
+    assert "total-variation distance of the bin fractions 0.6" in sec
+    assert "2-8+" in sec and "0.9" in sec
+    cal["proxy_relation"]["recovery"] = None
+    page = render_report(ReportInputs(calibration=cal), metrics=metrics,
+                         decision=decide(metrics), config_text="x", generated="now")
+    assert "recovery not scored" in page
