@@ -29,6 +29,17 @@ class CalibrateConfig(Section):
     (:mod:`gen5dask.injection.deconvolve`; unbiased by the dry run's prior, noisier). In the
     mock survey ``calibration.json`` scores either against the anchors' true arc S/N
     (``recovery``)."""
+    colours: Literal["prior", "anchors"] = "prior"
+    """Source colours of calibrated injections: ``prior`` (uniform on ``inject.src_gr_range`` /
+    ``src_rz_range``, as uncalibrated injections) or ``anchors`` (Gaussian with the median and
+    intrinsic scatter of the arc colours measured in the anchors' annuli,
+    :mod:`gen5dask.injection.arc_colours`; recorded in ``calibration.json`` ``colours``)."""
+    colour_threshold_sigma: float = Field(2.0, gt=0.0)
+    """``colours: anchors``: arc pixels have a (band-summed, 3x3-smoothed) detection map above
+    this many of its noise sigmas."""
+    colour_min_snr: float = Field(5.0, gt=0.0)
+    """``colours: anchors``: an anchor's colours are used when its r-band arc flux has at least
+    this S/N (and positive g and z fluxes)."""
     bins: list[float] = Field(default_factory=lambda: [0.8, 2.0, 8.0, 20.0, 100.0])
     """Edges of the bins of the calibrated quantity (``quantity``; dimensionless), increasing;
     the last edge caps the open "20+" bin. Targets are uniform within a bin."""

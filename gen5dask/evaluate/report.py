@@ -251,7 +251,30 @@ def _calibration(ctx: dict) -> str:
                f"target from {_e(c.get('source'))}; n = {_e(_fmt(c.get('n')))}; "
                f"bound hits = {_e(_fmt(c.get('bound_hits')))}</p>")
     out.append(_recovery(c.get("proxy_relation") or {}))
+    out.append(_colours(c.get("colours") or {}))
     return "\n".join(out)
+
+
+def _colours(col: dict) -> str:
+    """The source-colour law of calibrated injections (and its recovery on mock anchors)."""
+    law = col.get("law")
+    if not law:
+        return ("<p>Source colours of calibrated injections: the prior "
+                "(<code>inject.src_gr_range</code>, <code>src_rz_range</code>).</p>")
+    s = col.get("summary") or {}
+    out = (f"<p>Source colours of calibrated injections measured on "
+           f"{_e(_fmt(s.get('n_used')))} of {_e(_fmt(s.get('n_anchors')))} anchors "
+           f"({_e(col.get('method'))}): g-r ~ N({_e(_fmt(law['gr_mean']))}, "
+           f"{_e(_fmt(law['gr_std']))}), r-z ~ N({_e(_fmt(law['rz_mean']))}, "
+           f"{_e(_fmt(law['rz_std']))}) mag.")
+    rec = col.get("recovery")
+    if rec:
+        out += (f" The anchors' true source colours: g-r median "
+                f"{_e(_fmt(rec.get('true_g_r_median')))}, r-z median "
+                f"{_e(_fmt(rec.get('true_r_z_median')))}; median per-anchor error "
+                f"{_e(_fmt(rec.get('median_error_g_r')))} (g-r), "
+                f"{_e(_fmt(rec.get('median_error_r_z')))} (r-z) mag.")
+    return out + "</p>"
 
 
 def _recovery(rel: dict) -> str:

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from gen5dask.injection.ids import ID_STRIDE
-from gen5dask.injection.laws import MODE_CODES, Laws, TargetDistribution, draw_injection_params
+from gen5dask.injection.laws import (
+    MODE_CODES,
+    ColourLaw,
+    Laws,
+    TargetDistribution,
+    draw_injection_params,
+)
 from gen5dask.store import is_complete, read_table
 from gen5dask.store.schema import QUALITY
 
@@ -34,8 +40,10 @@ def read_target(path: Path) -> tuple[TargetDistribution, str]:
 
 def target_of(data: dict) -> TargetDistribution:
     """The :class:`TargetDistribution` of a ``calibration.json`` dict."""
+    col = (data.get("colours") or {}).get("law")
     return TargetDistribution(data["bins"], data["target_fractions"],
-                              data.get("quantity", "arc_snr"))
+                              data.get("quantity", "arc_snr"),
+                              ColourLaw(**col) if col else None)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -117,6 +117,40 @@ def noise_keys(seed: int, host_ids, replicates, modes) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class ColourLaw:
+    """Gaussian source colours of calibrated injections (mag), measured on the anchors
+    (:mod:`gen5dask.injection.arc_colours`): ``src_gr ~ N(gr_mean, gr_std)``,
+    ``src_rz ~ N(rz_mean, rz_std)``, independent, drawn from the same keyed uniforms as the
+    prior's uniform colours (inverse normal CDF), so draws stay keyed by host and replicate."""
+
+    gr_mean: float
+    gr_std: float
+    rz_mean: float
+    rz_std: float
+
+    def __post_init__(self) -> None:
+        vals = (self.gr_mean, self.gr_std, self.rz_mean, self.rz_std)
+        if not all(np.isfinite(v) for v in vals) or self.gr_std < 0 or self.rz_std < 0:
+            msg = f"colour law needs finite means and std >= 0, got {vals}"
+            raise ValueError(msg)
+        for name in ("gr_mean", "gr_std", "rz_mean", "rz_std"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    def draw(self, u_gr: np.ndarray, u_rz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Colours from uniforms in [0, 1) (clipped away from 0 and 1 by 1e-12)."""
+        from scipy.special import ndtri
+
+        eps = 1e-12
+        zg = ndtri(np.clip(np.asarray(u_gr, dtype=np.float64), eps, 1.0 - eps))
+        zr = ndtri(np.clip(np.asarray(u_rz, dtype=np.float64), eps, 1.0 - eps))
+        return self.gr_mean + self.gr_std * zg, self.rz_mean + self.rz_std * zr
+
+    def to_dict(self) -> dict[str, float]:
+        return {"gr_mean": self.gr_mean, "gr_std": self.gr_std, "rz_mean": self.rz_mean,
+                "rz_std": self.rz_std}
+
+
 #: the arc S/N definitions a calibration can target (both are truth columns of every store)
 CALIBRATED_QUANTITIES = ("arc_snr", "arc_snr_peak")
 
@@ -136,11 +170,15 @@ class TargetDistribution:
         ``arc_snr_peak`` (the earlier pipeline's "arc_snr", for which the remediation plan's
         table was written); both measured on the r band (:func:`gen5dask.kernels.photometry.
         arc_snr`).
+    colours : ColourLaw, optional
+        Source colours of calibrated injections (None: the prior's ``src_gr_range`` /
+        ``src_rz_range``, as for uncalibrated ones).
     """
 
     bins: tuple[float, ...]
     fractions: tuple[float, ...]
     quantity: str = "arc_snr"
+    colours: ColourLaw | None = None
 
     def __post_init__(self) -> None:
         if self.quantity not in CALIBRATED_QUANTITIES:
@@ -329,6 +367,10 @@ def draw_injection_params(
             msg = "draw_injection_params: calibrated rows need a target distribution"
             raise ValueError(msg)
         tgt[cal] = target.sample(u[cal, c["target_bin"]], u[cal, c["target_within"]])
+        if target.colours is not None:
+            gr, rz = target.colours.draw(u[cal, c["src_gr"]], u[cal, c["src_rz"]])
+            out["src_gr"][cal] = gr
+            out["src_rz"][cal] = rz
     out["target_arc_snr"] = tgt
     out["src_index"] = np.full(n, -1, dtype=np.int64)
     if cfg.source_mode == "real_galaxy":
@@ -349,6 +391,7 @@ def draw_injection_params(
 __all__ = [
     "CALIBRATED_QUANTITIES",
     "COUNTERS",
+    "ColourLaw",
     "LAW_KEYS",
     "Laws",
     "MODE_CODES",

@@ -32,16 +32,18 @@ arc_snr instead),
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gen5dask.evaluate.calibration import recovery_distance
+from gen5dask.injection.arc_colours import colour_law_from, measure_arc_colours
 from gen5dask.injection.batch import inject_rows
 from gen5dask.injection.calibration import empty_achieved, plot_calibration, write_json
 from gen5dask.injection.deconvolve import deconvolve_fractions
-from gen5dask.injection.laws import LAW_KEYS, TargetDistribution
+from gen5dask.injection.laws import LAW_KEYS, ColourLaw, TargetDistribution
 from gen5dask.injection.plan import HOST_VARS, calibrated_plan, host_table
 from gen5dask.injection.spec import InjectionModel, InjectSpec
 from gen5dask.kernels import photometry
@@ -166,7 +168,8 @@ def fit_proxy_relation(proxy: np.ndarray, arc_snr: np.ndarray) -> dict[str, floa
     }
 
 
-def _anchor_images_r(cfg) -> tuple[np.ndarray, str, dict]:
+def _anchor_rows(cfg) -> tuple[Path, np.ndarray, dict]:
+    """Anchor store, rows of kind ``anchor`` and the store geometry."""
     ccfg = cfg.calibrate
     if ccfg.anchors:
         path = Path(ccfg.anchors)
@@ -183,14 +186,62 @@ def _anchor_images_r(cfg) -> tuple[np.ndarray, str, dict]:
     if rows.size == 0:
         msg = f"{path}: no samples of kind 'anchor' for calibrate.target 'anchors'"
         raise StoreError(msg)
+    return path, rows, geom
+
+
+def _truth(path: Path, rows: np.ndarray, name: str) -> np.ndarray:
+    """A truth column of the anchors (mock anchors only; NaN where the store has none)."""
+    try:
+        return read_samples(path, rows, [name])[name].astype(np.float64)
+    except StoreError:
+        return np.full(rows.size, np.nan)
+
+
+def _anchor_images_r(cfg) -> tuple[np.ndarray, str, dict]:
+    ccfg = cfg.calibrate
+    path, rows, geom = _anchor_rows(cfg)
     ir = list(geom["bands"]).index("r")
     img = read_samples(path, rows, ["image"])["image"][:, ir]
     sample = read_samples(path, rows, ["sample"])["sample"]
-    try:  # truth of the calibrated quantity: mock anchors only
-        true = read_samples(path, rows, [ccfg.quantity])[ccfg.quantity]
-    except StoreError:
-        true = np.full(rows.size, np.nan)
-    return img, str(path), {"sample": sample, "true": true}
+    return img, str(path), {"sample": sample, "true": _truth(path, rows, ccfg.quantity)}
+
+
+def anchors_colours(cfg) -> tuple[ColourLaw, dict]:
+    """Colour law of calibrated injections measured in the anchors' annuli, with the
+    per-anchor colours and, for mock anchors, the recovery of their true source colours."""
+    ccfg = cfg.calibrate
+    path, rows, geom = _anchor_rows(cfg)
+    images = read_samples(path, rows, ["image"])["image"]
+    r_in, r_out = ccfg.visibility_annulus
+    m = measure_arc_colours(images, geom["bands"], r_in=r_in, r_out=r_out,
+                            threshold_sigma=ccfg.colour_threshold_sigma,
+                            min_snr=ccfg.colour_min_snr)
+    law, summary = colour_law_from(m)
+    sample = read_samples(path, rows, ["sample"])["sample"].astype(np.int64)
+    info: dict[str, Any] = {
+        "source": "anchors", "law": law.to_dict(), "summary": summary,
+        "method": (f"azimuthal-median residual in the {r_in}-{r_out} px annulus, pixels above "
+                   f"{ccfg.colour_threshold_sigma} sigma in r, r-band arc S/N >= "
+                   f"{ccfg.colour_min_snr}"),
+        "anchor_store": str(path),
+        "per_anchor": {"sample": sample.tolist(),
+                       "g_r": [None if not np.isfinite(v) else float(v) for v in m["g_r"]],
+                       "r_z": [None if not np.isfinite(v) else float(v) for v in m["r_z"]]},
+        "recovery": None,
+    }
+    t_gr, t_rz = _truth(path, rows, "src_gr"), _truth(path, rows, "src_rz")
+    if np.isfinite(t_gr).any():
+        ok = np.isfinite(m["g_r"]) & np.isfinite(t_gr) & np.isfinite(t_rz)
+        info["recovery"] = {
+            "n": int(ok.sum()),
+            "true_g_r_median": float(np.nanmedian(t_gr)),
+            "true_r_z_median": float(np.nanmedian(t_rz)),
+            "true_g_r_std": float(np.nanstd(t_gr)),
+            "true_r_z_std": float(np.nanstd(t_rz)),
+            "median_error_g_r": float(np.median(m["g_r"][ok] - t_gr[ok])) if ok.any() else None,
+            "median_error_r_z": float(np.median(m["r_z"][ok] - t_rz[ok])) if ok.any() else None,
+        }
+    return law, info
 
 
 def anchors_target(cfg) -> tuple[TargetDistribution, dict]:
@@ -322,6 +373,10 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
         target = TargetDistribution(ccfg.bins, ccfg.fractions, ccfg.quantity)
     else:
         target, relation = anchors_target(cfg)
+    colours = {"source": "prior", "law": None}
+    if ccfg.colours == "anchors":
+        law, colours = anchors_colours(cfg)
+        target = replace(target, colours=law)
     implied = None
     dr = dry_run(cfg, target=target, n=ccfg.dry_run_n)
     if dr is not None:
@@ -339,6 +394,7 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
         "bins": list(target.bins),
         "target_fractions": list(target.fractions),
         "quantity": target.quantity,
+        "colours": colours,
         "source": ccfg.target,
         "implied_src_dmag": implied,
         "proxy_relation": relation,
@@ -356,6 +412,7 @@ def run_calibrate(cfg, client=None, *, force: bool = False) -> Path:
 __all__ = [
     "INJECT_KEYS",
     "READS",
+    "anchors_colours",
     "anchors_target",
     "dry_run",
     "fit_proxy_relation",

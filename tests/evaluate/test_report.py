@@ -191,6 +191,14 @@ def test_report_shows_calibration_recovery(metrics):
     assert "arc_snr_peak" in sec and "deconvolve" in sec
     assert "total-variation distance of the bin fractions 0.6" in sec
     assert "2-8+" in sec and "0.9" in sec
+    assert "the prior" in sec
+    cal["colours"] = {"law": {"gr_mean": 1.2, "gr_std": 0.4, "rz_mean": 0.9, "rz_std": 0.3},
+                      "summary": {"n_used": 8, "n_anchors": 10}, "method": "m",
+                      "recovery": {"true_g_r_median": 1.25, "true_r_z_median": 0.95,
+                                   "median_error_g_r": 0.03, "median_error_r_z": -0.02}}
+    page = render_report(ReportInputs(calibration=cal), metrics=metrics,
+                         decision=decide(metrics), config_text="x", generated="now")
+    assert "g-r ~ N(1.2, 0.4)" in page and "median per-anchor error 0.03 (g-r)" in page
     cal["proxy_relation"]["recovery"] = None
     page = render_report(ReportInputs(calibration=cal), metrics=metrics,
                          decision=decide(metrics), config_text="x", generated="now")

@@ -260,3 +260,49 @@ def test_anchors_recovery_against_truth(tmp_path, inversion):
     assert rec["total_variation"] == pytest.approx(
         0.5 * np.abs(np.asarray(rel["recovery"]["fractions_target"]) - t_fr).sum())
     assert 0.0 <= rec["total_variation"] <= 1.0
+
+
+def test_colours_from_anchors(tmp_path):
+    """calibrate.colours: anchors -> the colour law in calibration.json, its per-anchor colours
+    and the recovery of the anchors' true source colours; inject then draws calibrated colours
+    from it."""
+    from gen5dask.stages.calibrate import run_calibrate
+    from gen5dask.stages.inject import run_inject
+    from gen5dask.store import read_table
+    from tests.stages.test_inject import SKY_SIGMA
+
+    make_hosts(tmp_path / "hosts.zarr", 64, chunk=64, seed=4)
+    ids = 91000 + np.arange(40)
+    d = host_data(ids, seed=10)
+    d["kind"][:] = "anchor"
+    rng = np.random.default_rng(2)
+    gr, rz = rng.normal(1.2, 0.3, ids.size), rng.normal(0.9, 0.25, ids.size)
+    y, x = np.mgrid[:STAMP, :STAMP] - STAMP // 2
+    arc = _ring(7.0) * (np.arctan2(y, x) > 0)
+    arc = arc / arc.sum() * 40 * SKY_SIGMA[1] * np.sqrt((arc > 0.1).sum())  # r-band S/N ~ 40
+    for k, c in enumerate((10 ** (-0.4 * gr), np.ones(ids.size), 10 ** (0.4 * rz))):
+        d["image"][:, k] += (c[:, None, None] * arc[None]).astype("f4")
+    d["src_gr"], d["src_rz"] = gr.astype("f4"), rz.astype("f4")
+    apath = tmp_path / "anchors.zarr"
+    create_store(apath, n_samples=ids.size, stage="anchors", config={}, seed=0,
+                 stamp_size=STAMP, chunk_size=64, variables=["host_mag_r", "src_gr", "src_rz"])
+    write_chunk(apath, 0, d)
+    finalize_store(apath)
+    cfg = cfg_for(tmp_path / "out", tmp_path / "hosts.zarr",
+                  calibrate={"anchors": str(apath), "colours": "anchors"})
+    run_calibrate(cfg)
+    col = json.loads(cfg.layout.calibration_json.read_text())["colours"]
+    assert col["source"] == "anchors" and col["summary"]["n_used"] >= 30
+    meas = np.array([np.nan if v is None else v for v in col["per_anchor"]["g_r"]])
+    ok = np.isfinite(meas)
+    assert col["law"]["gr_mean"] == pytest.approx(np.median(meas[ok]))
+    assert abs(col["law"]["gr_mean"] - 1.2) < 0.2 and abs(col["law"]["rz_mean"] - 0.9) < 0.2
+    assert col["recovery"]["median_error_g_r"] == pytest.approx(np.median(meas[ok] - gr[ok]),
+                                                                abs=1e-6)
+    run_inject(cfg)
+    tab = read_table(cfg.layout.train, ["kind", "inject_mode", "src_gr"])
+    cal = ((tab["kind"] == "injection") & (tab["inject_mode"] == "calibrated")).to_numpy()
+    src = tab["src_gr"].to_numpy()
+    assert abs(np.median(src[cal]) - col["law"]["gr_mean"]) < 0.15  # redder than the prior
+    lo, hi = cfg.inject.src_gr_range
+    assert np.all((src[~cal & np.isfinite(src)] >= lo) & (src[~cal & np.isfinite(src)] <= hi))
