@@ -168,18 +168,25 @@ def _ring(radius_pix, width=1.2):
     return np.exp(-((r - radius_pix) ** 2) / (2 * width**2))
 
 
-def test_anchors_target(tmp_path):
-    from gen5dask.stages.calibrate import run_calibrate
-
+def _ring_anchors(tmp_path):
+    """Hosts store plus anchor rows: hosts with r-band partial rings (arcs) of increasing
+    brightness. Returns ``(ids, data, arcs)``."""
     make_hosts(tmp_path / "hosts.zarr", 64, chunk=64, seed=4)
-    # anchors: hosts with partial rings (arcs) of increasing brightness
     ids = 90000 + np.arange(40)
     d = host_data(ids, seed=9)
     d["kind"][:] = "anchor"
     y, x = np.mgrid[:STAMP, :STAMP] - STAMP // 2
     arc = _ring(7.0) * (np.arctan2(y, x) > 0)
     amp = np.geomspace(0.005, 0.2, ids.size)
-    d["image"][:, 1] += (amp[:, None, None] * arc[None]).astype("f4")
+    arcs = (amp[:, None, None] * arc[None]).astype("f4")
+    d["image"][:, 1] += arcs
+    return ids, d, arcs
+
+
+def test_anchors_target(tmp_path):
+    from gen5dask.stages.calibrate import run_calibrate
+
+    ids, d, _ = _ring_anchors(tmp_path)
     apath = tmp_path / "anchors.zarr"
     create_store(apath, n_samples=ids.size, stage="anchors", config={}, seed=0,
                  stamp_size=STAMP, chunk_size=64, variables=["host_mag_r"])
@@ -225,15 +232,7 @@ def test_anchors_recovery_against_truth(tmp_path, inversion):
     from gen5dask.kernels import photometry
     from gen5dask.stages.calibrate import run_calibrate
 
-    make_hosts(tmp_path / "hosts.zarr", 64, chunk=64, seed=4)
-    ids = 90000 + np.arange(40)
-    d = host_data(ids, seed=9)
-    d["kind"][:] = "anchor"
-    y, x = np.mgrid[:STAMP, :STAMP] - STAMP // 2
-    arc = _ring(7.0) * (np.arctan2(y, x) > 0)
-    amp = np.geomspace(0.005, 0.2, ids.size)
-    arcs = (amp[:, None, None] * arc[None]).astype("f4")
-    d["image"][:, 1] += arcs
+    ids, d, arcs = _ring_anchors(tmp_path)
     d["arc_snr"] = photometry.arc_snr(arcs, d["invvar"][:, 1]).arc_snr.astype("f4")
     apath = tmp_path / "anchors.zarr"
     create_store(apath, n_samples=ids.size, stage="anchors", config={}, seed=0,
