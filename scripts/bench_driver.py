@@ -195,7 +195,7 @@ def run_audit(n: int, workdir: Path) -> dict:
         class_balance(diag["survey"])
         for c in diag.values():
             maskbit_fractions_by_kind(c)
-        pops = brightness_populations(diag)
+        pops, _ = brightness_populations(diag, seed=cfg.seed)
         anchors = pops["hosts"][:1000] * 0.5  # no anchor store: a stand-in population
         compare_populations(pops["hosts"], anchors, n_boot=cfg.audit.n_boot, seed=0, name="b")
         kind, legend = diag["train"].codes("kind")
