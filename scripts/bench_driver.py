@@ -19,7 +19,8 @@ them). Then each stage runs in a fresh subprocess (so peaks are per stage):
   functions the stage calls: split gates, class balance (train by label and kind, survey by
   kind), metadata leakage AUCs, mask-bit fractions by kind, the brightness comparison and the
   keyed core-only subsample selection (the pixel tasks run on workers and are not driver work).
-* ``inject_plan``: ``build_plan`` for the hosts that give N output rows (paired controls).
+* ``inject_plan``: ``write_plan`` (what ``inject`` runs: the plan file written block by block)
+  for the hosts that give N output rows (paired controls).
 * ``evaluate``: ``compute_arm_metrics`` on a synthetic N-row scores table.
 
 Reported per stage: driver CPU seconds (``process_time``) and wall seconds of the stage call
@@ -209,8 +210,7 @@ def run_audit(n: int, workdir: Path) -> dict:
 
 
 def run_inject_plan(n: int, workdir: Path) -> dict:
-    del workdir
-    from gen5dask.injection.plan import build_plan
+    from gen5dask.injection.plan import write_plan
 
     cfg = _config()
     icfg = cfg.inject
@@ -220,8 +220,11 @@ def run_inject_plan(n: int, workdir: Path) -> dict:
     nh = max(n // per_host, 1)
     hosts = pd.DataFrame({"row": np.arange(nh), "id": np.arange(nh, dtype=np.int64) * 7 + 3,
                           "host_mag_r": np.random.default_rng(2).uniform(17, 21, nh)})
-    return _timed(lambda: {"plan_rows": int(build_plan(icfg, cfg.seed, hosts).size),
-                           "hosts": nh})
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "inject_plan.npy"
+    out = _timed(lambda: {"plan_rows": write_plan(path, icfg, cfg.seed, hosts), "hosts": nh})
+    path.unlink()
+    return out
 
 
 def run_evaluate(n: int, workdir: Path) -> dict:
