@@ -251,6 +251,7 @@ def near_duplicate_groups(
             raise ValueError(msg)
     # exact duplicates first (cheap), then a sky search over the unique positions
     upos, uinv = unique_positions(ra, dec)
+    del ra, dec
     nu = upos.shape[0]
     off = n + n_extra_nodes
     parent = np.arange(off + nu, dtype=np.int64)

@@ -100,20 +100,23 @@ def component_labels(parent, n_first):
     """Component label of nodes ``0 .. n_first - 1``, numbered by first appearance (0, 1, ...).
 
     Node ``i`` gets the number of distinct components among nodes ``0 .. i - 1`` if its
-    component first appears at ``i``; ``parent`` is used as scratch (left fully compressed).
+    component first appears at ``i``. ``parent`` is consumed: it is fully compressed, then each
+    root stores its component's label as ``-(label + 1)`` (no second node-sized array).
     """
     n = parent.shape[0]
     for i in range(n):
         parent[i] = _root(parent, i)
-    lab = np.full(n, -1, dtype=np.int64)
     out = np.empty(n_first, dtype=np.int64)
     nxt = 0
     for i in range(n_first):
         r = parent[i]
-        if lab[r] < 0:
-            lab[r] = nxt
+        if r < 0:  # i is a root that already has its label
+            out[i] = -r - 1
+            continue
+        if parent[r] >= 0:  # first appearance of this component (parent[r] == r)
+            parent[r] = -(nxt + 1)
             nxt += 1
-        out[i] = lab[r]
+        out[i] = -parent[r] - 1
     return out
 
 

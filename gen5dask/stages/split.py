@@ -60,6 +60,7 @@ from gen5dask.store import (
     store_geometry,
     write_columns,
 )
+from gen5dask.store.schema import SPLITS
 from gen5dask.store.zarrstore import store_lock
 
 _COLUMNS = ("sample", "ra", "dec", "host_sample", "kind", "brickname")
@@ -523,12 +524,13 @@ def run_split(cfg: Config, client=None, *, force: bool = False) -> Path:
     summary["inputs_hash"] = ihash
     summary["host_store"] = hname
     summary["stores"] = {k: str(p) for k, p in stores.items()}
-    names = np.asarray(SPLIT_NAMES)
+    # the split as its store legend code (SPLITS: '', train, val, test): no per-row strings
+    to_store = np.asarray([SPLITS.index(s) for s in SPLIT_NAMES], dtype=np.int8)
     for k, name in enumerate(cols.names):
         sl = slice(int(cols.offsets[k]), int(cols.offsets[k + 1]))
         with store_lock(stores[name]):
             write_columns(stores[name], {"region": region[sl].astype(np.int32),
-                                         "split": names[code[sl]]})
+                                         "split": to_store[code[sl]]})
     out.mkdir(parents=True, exist_ok=True)
     (out / "regions.json").write_text(json.dumps(regions, indent=1))
     region_map_png(cols.ra, cols.dec, code, regions, out / "region_map.png")
