@@ -55,7 +55,8 @@ def write_scratch(directory: str | Path, start: int, values: Mapping[str, np.nda
 
 
 class StoreColumns:
-    """One store's per-sample columns, each read when asked for (nothing is cached).
+    """One store's per-sample columns, each read when asked for (only the int8 codes of string
+    variables are kept, since decoding them from the store is the slow part).
 
     ``get(name)`` returns a store variable (string variables as int8 legend codes, ``psfsize_r``
     and the like as one band of the 2-D variable), a scratch column, or ``default`` filled
@@ -68,6 +69,7 @@ class StoreColumns:
         self.man = store_geometry(self.path)
         self.n = int(self.man["n_samples"])
         self.bands = list(self.man["bands"])
+        self._codes: dict[str, np.ndarray] = {}  # int8 codes of string variables (1 B a row)
 
     def has(self, name: str) -> bool:
         """True when ``name`` is a store variable, a per-band column of one, or a scratch file."""
@@ -118,7 +120,9 @@ class StoreColumns:
                 msg = f"{self.path}: no variable {name!r}"
                 raise KeyError(msg)
             return np.zeros(self.n, dtype=np.int8), tuple(legend)
-        return read_samples(self.path, slice(0, self.n), [name])[name], tuple(legend)
+        if name not in self._codes:
+            self._codes[name] = read_samples(self.path, slice(0, self.n), [name])[name]
+        return self._codes[name], tuple(legend)
 
 
 __all__ = ["StoreColumns", "create_scratch", "write_scratch"]

@@ -6,9 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gen5dask.evaluate.stats import effect_size_summary
+from gen5dask.evaluate.stats import cliffs_delta, effect_size_summary
 from gen5dask.gates import split_gates
-from gen5dask.groupstats import class_means, effect_sizes_by_code
+from gen5dask.groupstats import (
+    auc_by_ranks,
+    class_means,
+    cliffs_delta_sorted,
+    effect_sizes_by_code,
+)
 from gen5dask.splitgates import SplitRows, split_gates_columns
 from gen5dask.store.schema import SPLITS
 
@@ -82,3 +87,23 @@ def test_effect_sizes_and_means_equal_string_forms():
     got = class_means(v, code, names)
     assert list(got) == list(want)
     np.testing.assert_array_equal(list(got.values()), list(want.values()))
+
+
+def test_cliffs_delta_sorted_and_auc_by_ranks():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    for ties in (False, True):
+        a = rng.normal(size=700)
+        b = rng.normal(0.3, 1.0, 500)
+        if ties:
+            a, b = np.round(a, 1), np.round(b, 1)
+        assert cliffs_delta_sorted(a, b) == cliffs_delta(a, b)
+        x = np.r_[a, b]
+        y = np.r_[np.zeros(a.size, int), np.ones(b.size, int)]
+        assert abs(auc_by_ranks(y, x) - roc_auc_score(y, x)) < 1e-12
+    assert cliffs_delta_sorted([], [1.0]) is None
+    assert auc_by_ranks([0, 1, 0, 1], [1.0, 1.0, 1.0, 1.0]) == 0.5
+    assert auc_by_ranks([0, 0, 1, 1], [1, 2, 3, 4]) == 1.0
+    with pytest.raises(ValueError, match="both classes"):
+        auc_by_ranks([1, 1], [0.1, 0.2])

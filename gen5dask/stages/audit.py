@@ -26,7 +26,7 @@ import numpy as np
 from gen5dask import gates as G
 from gen5dask.columns import StoreColumns, create_scratch
 from gen5dask.config import Config
-from gen5dask.groupstats import class_means, effect_sizes_by_code
+from gen5dask.groupstats import auc_by_ranks, class_means, effect_sizes_by_code
 from gen5dask.kernels.photometry import MASKBITS
 from gen5dask.splitgates import SplitRows, split_gates_columns
 from gen5dask.stages._chunks import map_chunks
@@ -212,9 +212,11 @@ def _numeric(cols: StoreColumns, name: str) -> np.ndarray | None:
 
 
 def leakage_aucs(cols: StoreColumns, columns) -> dict:
-    """AUC of each metadata column alone for the label (injection vs control rows)."""
-    from sklearn.metrics import roc_auc_score
+    """AUC of each metadata column alone for the label (injection vs control rows).
 
+    :func:`gen5dask.groupstats.auc_by_ranks` (exact integer Mann-Whitney sums; sklearn's
+    ``roc_auc_score`` up to rounding, ~20x slower at 10^7 rows).
+    """
     kind, legend = _kinds(cols)
     sel = np.isin(kind, [legend.index("injection"), legend.index("control")])
     y_all = cols.get("label")[sel].astype(int)
@@ -229,7 +231,7 @@ def leakage_aucs(cols: StoreColumns, columns) -> dict:
         if ok.sum() < 4 or np.unique(y_all[ok]).size < 2:
             out[c] = None
             continue
-        out[c] = float(roc_auc_score(y_all[ok], x[ok]))
+        out[c] = float(auc_by_ranks(y_all[ok], x[ok]))
     return out
 
 
