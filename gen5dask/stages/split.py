@@ -21,9 +21,9 @@ Steps:
 Only per-sample scalars are read (never pixels), and never as a table of strings: the stage
 works on a few numeric columns (:class:`SplitColumns`: sample, ra, dec, host_sample and an int8
 store code, 33 bytes a row) plus one proxy column at a time, the union-find of the grouping (one
-int64 per row, host and position) and int8 split codes, so the driver peak is ~150 bytes a row
-(1.5 GB at 10^7 rows, measured by ``scripts/bench_driver.py``); brick lists are built store by
-store in blocks of rows.
+int64 per row, host and position) and int8 split codes, so the driver peak is ~110 bytes a row
+above the interpreter (1.34 GB at 10^7 rows, measured by ``scripts/bench_driver.py``); brick
+lists are built store by store in blocks of rows.
 """
 
 from __future__ import annotations
@@ -494,7 +494,7 @@ def _inputs_hash(stores: dict[str, Path]) -> str:
 def run_split(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Assign regions and splits to every store; returns ``cfg.layout.split_dir``.
 
-    ``client`` is unused (the work is a few per-sample columns on the driver). Idempotent: when
+    ``client`` is unused (the work is a few numeric per-sample columns on the driver). Idempotent: when
     ``split/summary.json`` records the same split config, seed and input stores, nothing is
     redone unless ``force``.
     """
