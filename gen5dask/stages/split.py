@@ -494,7 +494,7 @@ def _inputs_hash(stores: dict[str, Path]) -> str:
 def run_split(cfg: Config, client=None, *, force: bool = False) -> Path:
     """Assign regions and splits to every store; returns ``cfg.layout.split_dir``.
 
-    ``client`` is unused (the work is a few numeric per-sample columns on the driver). Idempotent: when
+    ``client`` is unused (a few numeric per-sample columns on the driver). Idempotent: when
     ``split/summary.json`` records the same split config, seed and input stores, nothing is
     redone unless ``force``.
     """
