@@ -17,11 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import sparse
 from scipy import stats as _st
-from scipy.sparse.csgraph import connected_components
 
-from gen5dask.kernels.partition import greedy_assign
+from gen5dask.kernels.partition import (
+    component_labels,
+    greedy_assign,
+    union_edges,
+    union_pairs_to,
+)
 from gen5dask.kernels.rng import generator
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -174,6 +177,34 @@ def unique_positions(ra_deg, dec_deg) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([rs[new], ds[new]], axis=1), inv
 
 
+def close_pairs(ra_deg, dec_deg, radius_arcsec: float) -> np.ndarray:
+    """Index pairs ``(i, j)``, ``i < j``, of positions at most ``radius_arcsec`` apart.
+
+    The pair set of ``astropy.coordinates.search_around_sky(c, c, radius)`` restricted to
+    ``i < j`` (tested): the same unit-sphere cartesian coordinates, the same chord radius
+    ``2 sin(radius / 2)`` and the same KD-tree criterion, but ``query_pairs`` returns an
+    ``(m, 2)`` int array instead of one Python list per position (memory ~ the pairs, not the
+    positions x Python objects). Returns int64 ``(m, 2)`` sorted by ``(i, j)``.
+    """
+    import astropy.units as u
+    from astropy.coordinates import Angle, SkyCoord, UnitSphericalRepresentation
+    from scipy.spatial import KDTree
+
+    ra, dec = _radec(ra_deg, dec_deg)
+    if ra.size < 2 or radius_arcsec <= 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    c = SkyCoord(ra * u.deg, dec * u.deg)
+    xyz = c.realize_frame(c.data.represent_as(UnitSphericalRepresentation)).cartesian.xyz
+    r = (2 * np.sin(Angle(0.5 * radius_arcsec * u.arcsec))).value
+    tree = KDTree(np.asarray(xyz.value).reshape(3, -1).T, compact_nodes=False,
+                  balanced_tree=False)
+    del c, xyz
+    pairs = tree.query_pairs(r, output_type="ndarray").astype(np.int64, copy=False)
+    if pairs.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
 def near_duplicate_groups(
     ra_deg,
     dec_deg,
@@ -201,25 +232,15 @@ def near_duplicate_groups(
     numpy.ndarray
         int64 group label of each of the ``n`` positions, numbered by first appearance
         (0, 1, ...), so the result does not depend on the graph library's numbering.
+
+    Memory: one int64 per node (rows, auxiliary nodes, distinct positions) for the union-find
+    (:func:`gen5dask.kernels.partition.component_labels`) plus the pair list; no adjacency
+    matrix.
     """
     ra, dec = _radec(ra_deg, dec_deg)
     n = ra.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    # exact duplicates first (cheap), then a sky search over the unique positions
-    upos, uinv = unique_positions(ra, dec)
-    nu = upos.shape[0]
-    src = [np.arange(n), ]
-    dst = [n + n_extra_nodes + uinv]
-    if radius_arcsec > 0 and nu > 1:
-        import astropy.units as u
-        from astropy.coordinates import SkyCoord, search_around_sky
-
-        c = SkyCoord(upos[:, 0] * u.deg, upos[:, 1] * u.deg)
-        i1, i2, _, _ = search_around_sky(c, c, radius_arcsec * u.arcsec)
-        keep = i1 < i2
-        src.append(n + n_extra_nodes + i1[keep])
-        dst.append(n + n_extra_nodes + i2[keep])
     if links is not None:
         a, b = (np.asarray(x, dtype=np.int64).ravel() for x in links)
         if a.shape != b.shape:
@@ -228,17 +249,21 @@ def near_duplicate_groups(
         if a.size and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= n + n_extra_nodes):
             msg = f"links: node index out of range 0..{n + n_extra_nodes - 1}"
             raise ValueError(msg)
-        src.append(a)
-        dst.append(b)
-    s = np.concatenate(src)
-    d = np.concatenate(dst)
-    m = n + n_extra_nodes + nu
-    graph = sparse.coo_matrix((np.ones(s.size, dtype=np.int8), (s, d)), shape=(m, m))
-    _, lab = connected_components(graph, directed=False)
-    lab = lab[:n]
-    _, first, inv = np.unique(lab, return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first))  # renumber groups by first appearance
-    return order[inv.ravel()].astype(np.int64)
+    # exact duplicates first (cheap), then a sky search over the unique positions
+    upos, uinv = unique_positions(ra, dec)
+    del ra, dec
+    nu = upos.shape[0]
+    off = n + n_extra_nodes
+    parent = np.arange(off + nu, dtype=np.int64)
+    parent[:n] = off + uinv  # each row hangs under its distinct position (a valid forest)
+    del uinv
+    if radius_arcsec > 0 and nu > 1:
+        pairs = close_pairs(upos[:, 0], upos[:, 1], radius_arcsec)
+        union_pairs_to(parent, off + pairs[:, 0], off, pairs[:, 1])
+        del pairs
+    if links is not None:
+        union_edges(parent, a, b)
+    return component_labels(parent, n)
 
 
 def _bin_edges(values: np.ndarray, nbins: int) -> np.ndarray | None:
@@ -249,19 +274,32 @@ def _bin_edges(values: np.ndarray, nbins: int) -> np.ndarray | None:
     return edges
 
 
+def proxy_histogram(region_index: np.ndarray, n_regions: int, values: np.ndarray,
+                    nbins: int) -> np.ndarray:
+    """Counts ``(n_regions, nbins)`` of one proxy in its pooled-quantile bins (zeros if none).
+
+    One column at a time (the split never holds every proxy of every row at once); equal to a
+    column of :func:`region_histograms`.
+    """
+    out = np.zeros((n_regions, nbins), dtype=np.float64)
+    vals = np.asarray(values, dtype=np.float64).ravel()
+    edges = _bin_edges(vals, nbins)
+    if edges is None:
+        return out
+    ok = np.isfinite(vals)
+    b = np.searchsorted(edges, vals[ok], side="right")
+    key = np.asarray(region_index, dtype=np.int64).ravel()[ok] * nbins + b
+    out += np.bincount(key, minlength=n_regions * nbins).reshape(n_regions, nbins)
+    return out
+
+
 def region_histograms(
     region_index: np.ndarray, n_regions: int, proxies: Mapping[str, np.ndarray], nbins: int
 ) -> np.ndarray:
     """Counts ``(n_regions, n_proxies, nbins)`` of each proxy in pooled-quantile bins."""
     out = np.zeros((n_regions, len(proxies), nbins), dtype=np.float64)
     for p, vals in enumerate(proxies.values()):
-        vals = np.asarray(vals, dtype=np.float64).ravel()
-        edges = _bin_edges(vals, nbins)
-        if edges is None:
-            continue
-        ok = np.isfinite(vals)
-        b = np.searchsorted(edges, vals[ok], side="right")
-        np.add.at(out[:, p, :], (region_index[ok], b), 1.0)
+        out[:, p, :] = proxy_histogram(region_index, n_regions, vals, nbins)
     return out
 
 
@@ -373,15 +411,24 @@ def ks_report(values: np.ndarray, split: np.ndarray) -> dict:
     Returns ``{"train_vs_val": {"ks_stat", "ks_p", "n_a", "n_b"}, ...}``; non-finite values are
     dropped and a pair with an empty side has ``None`` statistics.
     """
+    names = np.asarray(split).astype(str).ravel()
+    code = np.full(names.shape, -1, dtype=np.int8)
+    for k, s in enumerate(SPLIT_NAMES):
+        code[names == s] = k
+    return ks_report_codes(values, code)
+
+
+def ks_report_codes(values: np.ndarray, split_code: np.ndarray) -> dict:
+    """:func:`ks_report` with the split as int codes (index into ``SPLIT_NAMES``, -1: none).
+
+    No per-row strings: at 10^7 rows this is one float column and one int8 column.
+    """
     v = np.asarray(values, dtype=np.float64).ravel()
-    names, code = np.unique(np.asarray(split).astype(str).ravel(), return_inverse=True)
-    code = np.where(np.isfinite(v), code.ravel(), -1)
+    code = np.where(np.isfinite(v), np.asarray(split_code).ravel(), -1)
     out = {}
     for a, b in PAIRS:
-        ia = int(np.searchsorted(names, a)) if a in names else -2
-        ib = int(np.searchsorted(names, b)) if b in names else -2
-        xa = v[code == ia]
-        xb = v[code == ib]
+        xa = v[code == SPLIT_NAMES.index(a)]
+        xb = v[code == SPLIT_NAMES.index(b)]
         rec = {"ks_stat": None, "ks_p": None, "n_a": int(xa.size), "n_b": int(xb.size)}
         if xa.size and xb.size:
             res = _st.ks_2samp(xa, xb)
@@ -396,11 +443,14 @@ __all__ = [
     "assign_splits",
     "build_regions",
     "cell_centres",
+    "close_pairs",
     "healpix_cells",
     "ks_report",
+    "ks_report_codes",
     "near_duplicate_groups",
     "nuniq",
     "nuniq_to_cell",
+    "proxy_histogram",
     "region_histograms",
     "unique_positions",
 ]

@@ -169,9 +169,11 @@ def host_table(
     return hosts, quarantine
 
 
-def build_plan(icfg, seed: int, hosts: pd.DataFrame) -> np.ndarray:
-    """Every output row (:data:`PLAN_DTYPE`), sorted by sample id."""
-    ids = hosts["id"].to_numpy(np.int64)
+#: hosts per block when the plan is built and written block by block
+PLAN_BLOCK_HOSTS = 262_144
+
+
+def _host_roles(icfg, seed: int, ids: np.ndarray):
     nh = ids.size
     if icfg.controls == "paired":
         is_control = np.ones(nh, dtype=bool)
@@ -180,31 +182,96 @@ def build_plan(icfg, seed: int, hosts: pd.DataFrame) -> np.ndarray:
         is_control = rank_select(seed, "inject.controls", ids, nh // 2)
         gets_inj = ~is_control
     is_null = rank_select(seed, "inject.null", ids, icfg.n_null)
-    parts = []
+    return is_control, is_null, gets_inj
 
-    def add(mask, role, mode, rep):
-        sel = np.flatnonzero(mask)
-        p = np.zeros(sel.size, dtype=PLAN_DTYPE)
-        p["host_row"] = hosts["row"].to_numpy()[sel]
-        p["host_id"] = ids[sel]
-        p["role"] = role
-        p["mode"] = mode
-        p["replicate"] = rep
-        p["host_mag_r"] = hosts["host_mag_r"].to_numpy()[sel]
-        p["sample"] = sample_id(ids[sel], role, mode=mode, replicate=rep)
-        parts.append(p)
 
-    add(is_control, ROLE_CONTROL, 0, 0)
-    add(is_null, ROLE_NULL, MODE_CODES["null"], 0)
-    for mname in icfg.modes:
-        for r in range(icfg.replicates):
-            add(gets_inj, ROLE_INJECTION, MODE_CODES[mname], r)
-    plan = np.concatenate(parts) if parts else np.zeros(0, dtype=PLAN_DTYPE)
-    plan = plan[np.argsort(plan["sample"], kind="stable")]
-    if np.unique(plan["sample"]).size != plan.size:
+def plan_size(icfg, seed: int, hosts: pd.DataFrame) -> int:
+    """Number of output rows of the plan (without building it)."""
+    ids = hosts["id"].to_numpy(np.int64)
+    is_control, is_null, gets_inj = _host_roles(icfg, seed, ids)
+    per_inj = len(icfg.modes) * icfg.replicates
+    return int(is_control.sum() + is_null.sum() + gets_inj.sum() * per_inj)
+
+
+def plan_blocks(icfg, seed: int, hosts: pd.DataFrame, *, block_hosts: int = PLAN_BLOCK_HOSTS):
+    """The plan (:data:`PLAN_DTYPE`, sorted by sample id) as consecutive blocks of rows.
+
+    Sample ids are ``host_id * 64 + code`` (:mod:`gen5dask.injection.ids`), so the rows of a
+    range of host ids are a contiguous, independently sortable range of the plan: the hosts are
+    ordered by id and cut into blocks of ``block_hosts``, and the concatenated blocks equal the
+    plan sorted as a whole (whatever the block size; tested). Memory: the host table plus one
+    block. Yields ``(first_row, rows)``.
+    """
+    ids_all = hosts["id"].to_numpy(np.int64)
+    order = np.argsort(ids_all, kind="stable")
+    ids_sorted = ids_all[order]
+    if ids_sorted.size > 1 and (np.diff(ids_sorted) == 0).any():
         msg = "inject: duplicate output sample ids (duplicate host ids in the host store?)"
         raise StoreError(msg)
-    return plan
+    is_control, is_null, gets_inj = (m[order] for m in _host_roles(icfg, seed, ids_all))
+    rows_all = hosts["row"].to_numpy()[order]
+    mags_all = hosts["host_mag_r"].to_numpy()[order]
+    first = 0
+    for h0 in range(0, ids_sorted.size, max(int(block_hosts), 1)):
+        h1 = min(h0 + max(int(block_hosts), 1), ids_sorted.size)
+        ids = ids_sorted[h0:h1]
+        parts = []
+
+        def add(mask, role, mode, rep, h0=h0, h1=h1, ids=ids, parts=parts):
+            sel = np.flatnonzero(mask[h0:h1])
+            p = np.zeros(sel.size, dtype=PLAN_DTYPE)
+            p["host_row"] = rows_all[h0:h1][sel]
+            p["host_id"] = ids[sel]
+            p["role"] = role
+            p["mode"] = mode
+            p["replicate"] = rep
+            p["host_mag_r"] = mags_all[h0:h1][sel]
+            p["sample"] = sample_id(ids[sel], role, mode=mode, replicate=rep)
+            parts.append(p)
+
+        add(is_control, ROLE_CONTROL, 0, 0)
+        add(is_null, ROLE_NULL, MODE_CODES["null"], 0)
+        for mname in icfg.modes:
+            for r in range(icfg.replicates):
+                add(gets_inj, ROLE_INJECTION, MODE_CODES[mname], r)
+        block = np.concatenate(parts)
+        block = block[np.argsort(block["sample"], kind="stable")]
+        yield first, block
+        first += block.size
+
+
+def build_plan(icfg, seed: int, hosts: pd.DataFrame) -> np.ndarray:
+    """Every output row (:data:`PLAN_DTYPE`), sorted by sample id, in memory.
+
+    :func:`write_plan` writes the same rows to a file without holding them all.
+    """
+    blocks = [b for _, b in plan_blocks(icfg, seed, hosts)]
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=PLAN_DTYPE)
+
+
+def write_plan(path: str | Path, icfg, seed: int, hosts: pd.DataFrame, *,
+               block_hosts: int = PLAN_BLOCK_HOSTS) -> int:
+    """Write the plan as one ``.npy`` file (``np.load(path, mmap_mode="r")`` reads it), block by
+    block with plain file writes (no memory map, so written pages do not count in this process's
+    memory); returns the number of rows. The file equals ``np.save(path, build_plan(...))``.
+    """
+    path = Path(path)
+    n = plan_size(icfg, seed, hosts)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.lib.format.dtype_to_descr(PLAN_DTYPE), "fortran_order": False,
+                 "shape": (n,)})
+        written = 0
+        for first, block in plan_blocks(icfg, seed, hosts, block_hosts=block_hosts):
+            if first != written:
+                msg = f"{path}: plan block at row {first}, expected {written}"
+                raise RuntimeError(msg)
+            fh.write(block.tobytes())
+            written += block.size
+    if written != n:
+        msg = f"{path}: wrote {written} plan rows, expected {n}"
+        raise RuntimeError(msg)
+    return n
 
 
 def calibrated_plan(hosts: pd.DataFrame) -> np.ndarray:
@@ -222,9 +289,13 @@ def calibrated_plan(hosts: pd.DataFrame) -> np.ndarray:
 __all__ = [
     "HOST_VARS",
     "PLAN_DTYPE",
+    "PLAN_BLOCK_HOSTS",
     "build_plan",
     "calibrated_plan",
     "host_table",
+    "plan_blocks",
+    "plan_size",
     "rank_select",
     "scan_host_chunk",
+    "write_plan",
 ]

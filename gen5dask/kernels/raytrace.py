@@ -63,6 +63,26 @@ def fill_deflection_table(tab, nint, b, s, q, cpa, spa):
 
 
 @jit
+def lagrange_weights(t, inv_h):
+    """Node index ``k`` and 4-point Lagrange weights of direction ``t`` in the table.
+
+    ``u = (t + 1) / h + 1 >= 1``; ``k = floor(u)``, ``f = u - k``; the interpolant is
+    ``w0 T[k-1] + w1 T[k] + w2 T[k+1] + w3 T[k+2]``. Returns ``(k, f, w0, w1, w2, w3)``.
+    """
+    u = (t + 1.0) * inv_h + 1.0  # >= 1
+    k = int(u)
+    f = u - k
+    fm = f - 1.0
+    fp = f + 1.0
+    f2 = f - 2.0
+    w0 = -f * fm * f2 * (1.0 / 6.0)
+    w1 = 0.5 * fp * fm * f2
+    w2 = -0.5 * fp * f * f2
+    w3 = fp * f * fm * (1.0 / 6.0)
+    return k, f, w0, w1, w2, w3
+
+
+@jit
 def trace(x, y, lens, tab):
     """Source-plane position (arcsec) of image-plane point ``(x, y)`` (arcsec), SIE + shear.
 
@@ -82,16 +102,7 @@ def trace(x, y, lens, tab):
         t = x / y
         sec = 1
         sg = 1.0 if y > 0.0 else -1.0
-    u = (t + 1.0) * inv_h + 1.0  # >= 1
-    k = int(u)
-    f = u - k
-    fm = f - 1.0
-    fp = f + 1.0
-    f2 = f - 2.0
-    w0 = -f * fm * f2 * (1.0 / 6.0)
-    w1 = 0.5 * fp * fm * f2
-    w2 = -0.5 * fp * f * f2
-    w3 = fp * f * fm * (1.0 / 6.0)
+    k, f, w0, w1, w2, w3 = lagrange_weights(t, inv_h)
     ax = sg * (w0 * tab[sec, k - 1, 0] + w1 * tab[sec, k, 0] + w2 * tab[sec, k + 1, 0]
                + w3 * tab[sec, k + 2, 0])
     ay = sg * (w0 * tab[sec, k - 1, 1] + w1 * tab[sec, k, 1] + w2 * tab[sec, k + 1, 1]
@@ -130,16 +141,7 @@ def trace_jacobian(x, y, lens, tab):
         t = x * inv_d
         sec = 1
         sg = 1.0 if y > 0.0 else -1.0
-    u = (t + 1.0) * inv_h + 1.0  # >= 1
-    k = int(u)
-    f = u - k
-    fm = f - 1.0
-    fp = f + 1.0
-    f2 = f - 2.0
-    w0 = -f * fm * f2 * (1.0 / 6.0)
-    w1 = 0.5 * fp * fm * f2
-    w2 = -0.5 * fp * f * f2
-    w3 = fp * f * fm * (1.0 / 6.0)
+    k, f, w0, w1, w2, w3 = lagrange_weights(t, inv_h)
     ff = f * f
     d0 = -(3.0 * ff - 6.0 * f + 2.0) * (1.0 / 6.0)
     d1 = 0.5 * (3.0 * ff - 4.0 * f - 1.0)
@@ -236,6 +238,7 @@ __all__ = [
     "TABLE_STEP",
     "corner_footprint",
     "fill_deflection_table",
+    "lagrange_weights",
     "lens_tuples",
     "rect_distance",
     "square_image_radius",

@@ -4,9 +4,12 @@ Writes ``cfg.layout.audit_dir/audit.json`` (all diagnostics), figures in the sam
 ``cfg.layout.gates_json`` (a list of ``{name, passed, blocking, value, threshold, detail}``, see
 :mod:`gen5dask.gates`).
 
-Pixel work runs per store chunk on Dask (``map_chunks``): tasks open the stores themselves and
-return per-sample scalars (mask fractions, invvar medians, core brightness, finiteness) or the
-core-pixel features of a bounded, keyed subsample, so pixels are never gathered on the driver.
+Pixel work runs per store chunk on Dask (``map_chunks``): tasks open the stores themselves,
+write per-sample scalars (mask fractions, invvar medians, core brightness) into scratch columns
+(:mod:`gen5dask.columns`) and return counts, or return the core-pixel features of a bounded,
+keyed subsample, so neither pixels nor per-sample tables are gathered on the driver: every
+statistic reads the one or two columns it needs (integer codes for ``kind``/``split``), so the
+driver holds a few columns at a time, not a table of ~30 columns and strings per sample.
 The audit always recomputes from the current stores (it is a read-only check; ``force`` is
 accepted for the stage convention).
 """
@@ -14,35 +17,46 @@ accepted for the stage convention).
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from gen5dask import gates as G
+from gen5dask.columns import StoreColumns, create_scratch
 from gen5dask.config import Config
+from gen5dask.groupstats import auc_by_ranks, class_means, effect_sizes_by_code
 from gen5dask.kernels.photometry import MASKBITS
+from gen5dask.splitgates import SplitRows, split_gates_columns
 from gen5dask.stages._chunks import map_chunks
 from gen5dask.stages.declare import stage
 from gen5dask.stages.split import host_store_name, store_paths
-from gen5dask.store import chunk_bounds, read_samples, read_table, store_geometry
+from gen5dask.store import chunk_bounds, read_samples, store_geometry
 
 BIT_NAMES = tuple(sorted(MASKBITS, key=MASKBITS.get))
-_TABLE_COLS = ("sample", "kind", "label", "split", "region", "inject_mode", "host_sample", "ra",
-               "dec", "host_mag_r", "psfsize", "psfdepth", "eval_only")
 
 
 # ------------------------------------------------------------------------------ chunk tasks
 
 
-def _diag_chunk(index: int, path: str, r_band: int, radius: float, annulus: tuple) -> dict:
-    """Task: per-sample scalar diagnostics of one chunk (no pixels returned)."""
+def _diag_chunk(index: int, path: str, r_band: int, radius: float, annulus: tuple,
+                scratch: str) -> dict:
+    """Task: per-sample scalar diagnostics of one chunk, written to the scratch columns.
+
+    Returns only counts (no per-sample arrays travel back to the driver): samples, the
+    wrap-around sum of their ids (the driver checks it against the store), samples with a
+    non-finite image or invvar, with a band without data, with a bad PSF size.
+    """
+    from gen5dask.columns import write_scratch
     from gen5dask.kernels.photometry import bad_pixel_frac, core_brightness, wise_mask_frac
 
     man = store_geometry(path)
     a, b = chunk_bounds(man["n_samples"], man["chunk_size"])[index]
-    d = read_samples(path, slice(a, b), ["sample", "image", "invvar", "maskbits"])
+    names = ["sample", "image", "invvar", "maskbits"]
+    if "psfsize" in man["variables"]:
+        names.append("psfsize")
+    d = read_samples(path, slice(a, b), names)
     img, iv, mb = d["image"], d["invvar"], d["maskbits"]
     n = img.shape[0]
     bits = np.stack(
@@ -60,17 +74,26 @@ def _diag_chunk(index: int, path: str, r_band: int, radius: float, annulus: tupl
         core, excess = cb.median_core, cb.excess_sum
     else:
         core = excess = np.full(n, np.nan)
-    return {
-        "sample": d["sample"],
+    cols = {
         "bad_pixel_frac": bad_pixel_frac(mb) if n else np.zeros(0),
         "wise_mask_frac": wise_mask_frac(mb) if n else np.zeros(0),
-        "bit_frac": bits,
-        "invvar_median": ivm,
-        "finite_image": finite_img,
-        "finite_invvar": finite_iv,
-        "band_missing": band_missing.any(axis=1),
         "core_brightness": np.asarray(core, dtype=np.float64),
         "core_excess": np.asarray(excess, dtype=np.float64),
+        **{f"bitfrac_{nm}": bits[:, j] for j, nm in enumerate(BIT_NAMES)},
+        **{f"invvar_median_{band}": ivm[:, j] for j, band in enumerate(man["bands"])},
+    }
+    write_scratch(scratch, a, cols)
+    if "psfsize" in d:
+        v = np.asarray(d["psfsize"], dtype=np.float64)
+        psf_bad = int((~(np.isfinite(v) & (v > 0))).any(axis=1).sum())
+    else:
+        psf_bad = 0
+    return {
+        "n": n,
+        "sample_sum": int(d["sample"].astype(np.uint64).sum(dtype=np.uint64)),
+        "nonfinite": int((~(finite_img & finite_iv)).sum()),
+        "band_missing": int(band_missing.any(axis=1).sum()),
+        "psf_bad": psf_bad,
     }
 
 
@@ -112,73 +135,113 @@ def _core_chunk(index: int, path: str, rows_by_chunk: dict, r_band: int, radius:
 # ------------------------------------------------------------------------------ driver helpers
 
 
-def store_diagnostics(path: Path, cfg: Config, client=None) -> pd.DataFrame:
-    """Per-sample table of a store: its scalars plus the chunk diagnostics."""
+def diag_columns(bands) -> list[str]:
+    """Names of the per-sample diagnostic columns the chunk tasks write (float64 each)."""
+    return ["bad_pixel_frac", "wise_mask_frac", "core_brightness", "core_excess",
+            *(f"bitfrac_{b}" for b in BIT_NAMES), *(f"invvar_median_{b}" for b in bands)]
+
+
+def store_diagnostics(path: Path, cfg: Config, client=None, *,
+                      scratch: Path) -> tuple[StoreColumns, dict]:
+    """Per-sample diagnostics of a store as columns; returns ``(columns, counts)``.
+
+    The chunk tasks write the diagnostics into ``.npy`` scratch columns under ``scratch``
+    (one float64 per sample and column; see :func:`diag_columns`) and return counts only, so
+    the driver holds no per-sample table. ``counts``: ``nonfinite``, ``band_missing`` and
+    ``psf_bad`` sample counts (``None`` for an empty store).
+    """
     man = store_geometry(path)
-    have = set(man["variables"])
-    t = read_table(path, [c for c in _TABLE_COLS if c == "sample" or c in have])
+    n = man["n_samples"]
+    bounds = chunk_bounds(n, man["chunk_size"])
+    create_scratch(scratch, n, {c: ("f8", ()) for c in diag_columns(man["bands"])})
+    cols = StoreColumns(path, scratch)
     r_band = man["bands"].index("r") if "r" in man["bands"] else -1
-    idx = range(len(chunk_bounds(man["n_samples"], man["chunk_size"])))
-    res = map_chunks(_diag_chunk, idx, str(path), r_band, cfg.audit.brightness_radius_pix,
-                     tuple(cfg.audit.brightness_annulus_pix), client=client,
-                     desc=f"audit {path.name}", progress=cfg.cluster.progress)
+    res = map_chunks(_diag_chunk, range(len(bounds)), str(path), r_band,
+                     cfg.audit.brightness_radius_pix, tuple(cfg.audit.brightness_annulus_pix),
+                     str(scratch), client=client, desc=f"audit {path.name}",
+                     progress=cfg.cluster.progress)
     if not res:
-        return t
-    cat = {k: np.concatenate([r[k] for r in res]) for k in res[0]}
-    if not np.array_equal(cat["sample"], t["sample"].to_numpy()):
+        return cols, {"nonfinite": None, "band_missing": None, "psf_bad": 0}
+    ids = cols.get("sample").astype(np.uint64)
+    starts = np.asarray([a for a, _ in bounds], dtype=np.int64)
+    want = np.add.reduceat(ids, starts, dtype=np.uint64) if ids.size else np.zeros(0, np.uint64)
+    del ids
+    if [int(x) for x in want] != [r["sample_sum"] for r in res]:
         msg = f"{path}: sample ids changed while auditing"
         raise RuntimeError(msg)
-    for k in ("bad_pixel_frac", "wise_mask_frac", "finite_image", "finite_invvar",
-              "band_missing", "core_brightness", "core_excess"):
-        t[k] = cat[k]
-    for j, name in enumerate(BIT_NAMES):
-        t[f"bitfrac_{name}"] = cat["bit_frac"][:, j]
-    for j, band in enumerate(man["bands"]):
-        t[f"invvar_median_{band}"] = cat["invvar_median"][:, j]
-    for col, default in (("kind", ""), ("split", ""), ("inject_mode", ""), ("host_sample", -1),
-                         ("region", -1)):
-        if col not in t:
-            t[col] = default
-    return t
+    return cols, {k: int(sum(r[k] for r in res)) for k in ("nonfinite", "band_missing",
+                                                           "psf_bad")}
 
 
-def _balance_quantities(t: pd.DataFrame, bands) -> list[str]:
+def _balance_quantities(cols: StoreColumns) -> list[str]:
     q = ["bad_pixel_frac", "wise_mask_frac", *(f"bitfrac_{b}" for b in BIT_NAMES),
-         *(f"invvar_median_{b}" for b in bands), "psfsize_r", "psfdepth_r"]
-    return [c for c in q if c in t]
+         *(f"invvar_median_{b}" for b in cols.bands), "psfsize_r", "psfdepth_r"]
+    return [c for c in q if cols.has(c)]
 
 
-def class_balance(t: pd.DataFrame, bands) -> tuple[dict, dict]:
-    """Effect sizes by label (injection vs control rows) and by kind of the audit quantities."""
-    from gen5dask.evaluate.stats import effect_size_summary
+def _kinds(cols: StoreColumns) -> tuple[np.ndarray, tuple[str, ...]]:
+    return cols.codes("kind")
 
-    sel = t[t["kind"].isin(["injection", "control"])]
+
+def class_balance(cols: StoreColumns) -> tuple[dict, dict]:
+    """Effect sizes by label (injection vs control rows) and by kind of the audit quantities.
+
+    One quantity column at a time (:func:`gen5dask.groupstats.effect_sizes_by_code`).
+    """
+    kind, legend = _kinds(cols)
+    sel = np.isin(kind, [legend.index("injection"), legend.index("control")])
+    label = cols.get("label")[sel]
+    lab_vals, lab_code = np.unique(label, return_inverse=True)
+    lab_names = [str(v) for v in lab_vals]
     by_label, by_kind = {}, {}
-    for q in _balance_quantities(t, bands):
-        if len(sel) and sel["label"].nunique() > 1:
-            by_label[q] = effect_size_summary(sel[q].to_numpy(np.float64),
-                                              sel["label"].astype(int).to_numpy())
-        by_kind[q] = effect_size_summary(t[q].to_numpy(np.float64), t["kind"].to_numpy())
+    for q in _balance_quantities(cols):
+        v = cols.get(q).astype(np.float64)
+        if sel.any() and lab_vals.size > 1:
+            by_label[q] = effect_sizes_by_code(v[sel], lab_code, lab_names)
+        by_kind[q] = effect_sizes_by_code(v, kind, legend)
+        del v
     return by_label, by_kind
 
 
-def leakage_aucs(t: pd.DataFrame, columns) -> dict:
-    """AUC of each metadata column alone for the label (injection vs control rows)."""
-    from sklearn.metrics import roc_auc_score
+def _numeric(cols: StoreColumns, name: str) -> np.ndarray | None:
+    if cols.has(name):
+        return cols.get(name)
+    if name in ("host_sample", "region"):
+        return np.full(cols.n, -1)
+    return None
 
-    sel = t[t["kind"].isin(["injection", "control"])]
+
+def leakage_aucs(cols: StoreColumns, columns) -> dict:
+    """AUC of each metadata column alone for the label (injection vs control rows).
+
+    :func:`gen5dask.groupstats.auc_by_ranks` (exact integer Mann-Whitney sums; sklearn's
+    ``roc_auc_score`` up to rounding, ~20x slower at 10^7 rows).
+    """
+    kind, legend = _kinds(cols)
+    sel = np.isin(kind, [legend.index("injection"), legend.index("control")])
+    y_all = cols.get("label")[sel].astype(int)
     out = {}
     for c in columns:
-        if c not in sel:
+        vals = _numeric(cols, c)
+        if vals is None:
             continue
-        x = sel[c].to_numpy(np.float64)
-        y = sel["label"].to_numpy().astype(int)
+        x = vals[sel].astype(np.float64)
+        del vals
         ok = np.isfinite(x)
-        if ok.sum() < 4 or np.unique(y[ok]).size < 2:
+        if ok.sum() < 4 or np.unique(y_all[ok]).size < 2:
             out[c] = None
             continue
-        out[c] = float(roc_auc_score(y[ok], x[ok]))
+        out[c] = float(auc_by_ranks(y_all[ok], x[ok]))
     return out
+
+
+def maskbit_fractions_by_kind(cols: StoreColumns) -> dict:
+    """Mean mask-bit fraction of each bit per kind: ``{kind: {"bitfrac_<bit>": mean}}``."""
+    kind, legend = _kinds(cols)
+    per_bit = {f"bitfrac_{b}": class_means(cols.get(f"bitfrac_{b}"), kind, legend)
+               for b in BIT_NAMES if cols.has(f"bitfrac_{b}")}
+    kinds = sorted({k for m in per_bit.values() for k in m})
+    return {k: {c: m[k] for c, m in per_bit.items()} for k in kinds}
 
 
 def keyed_subsample(ids: np.ndarray, n_keep: int, seed: int, what: str) -> np.ndarray:
@@ -199,7 +262,7 @@ def keyed_subsample(ids: np.ndarray, n_keep: int, seed: int, what: str) -> np.nd
     return keep
 
 
-def core_only_baseline(path: Path, t: pd.DataFrame, cfg: Config, client=None) -> dict:
+def core_only_baseline(path: Path, cols: StoreColumns, cfg: Config, client=None) -> dict:
     """Logistic regression on normalised r-band core pixels: injections (per mode) vs controls.
 
     Held-out AUC on val+test when the splits give both classes in train and held-out rows;
@@ -215,20 +278,28 @@ def core_only_baseline(path: Path, t: pd.DataFrame, cfg: Config, client=None) ->
     man = store_geometry(path)
     if "r" not in man["bands"]:
         return {}
-    t = t.reset_index(drop=True)
-    ctrl = t.index[t["kind"] == "control"].to_numpy()
-    modes = sorted(m for m in t.loc[t["kind"] == "injection", "inject_mode"].unique())
+    kind, klegend = _kinds(cols)
+    mode_code, mlegend = cols.codes("inject_mode")
+    is_inj = kind == klegend.index("injection")
+    ctrl = np.flatnonzero(kind == klegend.index("control"))
+    modes = sorted(mlegend[int(m)] for m in np.unique(mode_code[is_inj]))
     if ctrl.size == 0 or not modes:
         return {}
-    samples = t["sample"].to_numpy(np.int64)
+    samples = cols.get("sample").astype(np.int64)
     ctrl = ctrl[keyed_subsample(samples[ctrl], ac.core_only_max_samples, cfg.seed,
                                 "core/control")]
     chosen = {"control": ctrl}
     for m in modes:
-        inj = t.index[(t["kind"] == "injection") & (t["inject_mode"] == m)].to_numpy()
+        inj = np.flatnonzero(is_inj & (mode_code == mlegend.index(m)))
         chosen[m] = inj[keyed_subsample(samples[inj], ac.core_only_max_samples, cfg.seed,
-                                    f"core/{m}")]
+                                        f"core/{m}")]
+    del kind, mode_code, is_inj
     rows = np.unique(np.concatenate(list(chosen.values())))
+    split_code, slegend = cols.codes("split")
+    split_of = np.asarray(slegend)[split_code[rows]]
+    host_of = _numeric(cols, "host_sample")[rows].astype(np.int64)
+    sample_of = samples[rows]
+    del split_code, samples
     bounds = chunk_bounds(man["n_samples"], man["chunk_size"])
     starts = np.asarray([a for a, _ in bounds])
     which = np.searchsorted(starts, rows, side="right") - 1
@@ -242,11 +313,11 @@ def core_only_baseline(path: Path, t: pd.DataFrame, cfg: Config, client=None) ->
     out = {}
     for m in modes:
         idx = np.concatenate([chosen["control"], chosen[m]])
+        at = np.searchsorted(rows, idx)
         X = X_all[[pos_of[int(i)] for i in idx]]
         y = np.r_[np.zeros(chosen["control"].size), np.ones(chosen[m].size)].astype(int)
-        split = t.loc[idx, "split"].astype(str).to_numpy()
-        groups = t.loc[idx, "host_sample"].to_numpy(np.int64)
-        groups = np.where(groups >= 0, groups, t.loc[idx, "sample"].to_numpy(np.int64))
+        split = split_of[at]
+        groups = np.where(host_of[at] >= 0, host_of[at], sample_of[at])
 
         def model():
             return make_pipeline(StandardScaler(),
@@ -280,20 +351,23 @@ def core_only_baseline(path: Path, t: pd.DataFrame, cfg: Config, client=None) ->
     return out
 
 
-def null_injection_check(train: Path, host: Path | None, t: pd.DataFrame, client=None) -> dict:
+def null_injection_check(train: Path, host: Path | None, cols: StoreColumns,
+                         client=None) -> dict:
     """Bitwise comparison of every null injection with its host (image and invvar)."""
-    nulls = t.index[t["kind"] == "null_injection"].to_numpy()
+    kind, legend = _kinds(cols)
+    nulls = np.flatnonzero(kind == legend.index("null_injection"))
+    del kind
     if nulls.size == 0:
         return {"n": 0, "evaluated": False, "why": "no null injections in the training store"}
     if host is None:
         return {"n": int(nulls.size), "evaluated": False, "why": "host store not found"}
-    ht = read_table(host, ["sample"])
-    hid = ht["sample"].to_numpy(np.int64)
+    hid = read_samples(host, slice(0, store_geometry(host)["n_samples"]), ["sample"])["sample"]
+    hid = hid.astype(np.int64)
     order = np.argsort(hid)
-    want = t.loc[nulls, "host_sample"].to_numpy(np.int64)
+    want = _numeric(cols, "host_sample")[nulls].astype(np.int64)
     pos = np.searchsorted(hid[order], want)
     found = (pos < hid.size) & (hid[order][np.minimum(pos, hid.size - 1)] == want)
-    missing = t.loc[nulls[~found], "sample"].tolist()
+    missing = cols.get("sample").astype(np.int64)[nulls[~found]].tolist()
     host_rows = order[np.minimum(pos, hid.size - 1)]
     man = store_geometry(train)
     starts = np.asarray([a for a, _ in chunk_bounds(man["n_samples"], man["chunk_size"])])
@@ -333,27 +407,52 @@ def loader_check(train: Path, cfg: Config) -> dict:
     return G.loader_once_gate(seen_ids, sel.sample, num_workers=cfg.audit.loader_workers)
 
 
-def brightness_populations(diag: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
-    """Core brightness (r band, nanomaggies/pixel) of training hosts, anchors and stress."""
+#: largest population the brightness comparison takes (a keyed subsample beyond it): its
+#: bootstrap and Anderson-Darling permutations hold ~35 KB per sample (n_boot = 1000), i.e.
+#: ~90 GB for the 2.5M hosts of a 10^7-row catalogue; 10,000 keep the driver under ~0.7 GB
+#: and measure a median to ~1 % (the anchor and stress samples are far smaller).
+BRIGHTNESS_MAX_SAMPLES = 10_000
 
-    def take(store: str, kind: str) -> np.ndarray:
-        t = diag.get(store)
-        if t is None or "core_brightness" not in t:
-            return np.zeros(0)
-        return t.loc[t["kind"] == kind, "core_brightness"].to_numpy(np.float64)
 
-    hosts = take("survey", "host")
-    if hosts.size == 0:
-        hosts = take("hosts", "host")
-    if hosts.size == 0:
-        hosts = take("train", "control")
-    anchors = take("anchors", "anchor")
-    if anchors.size == 0:
-        anchors = take("survey", "anchor")
-    stress = take("anchors", "stress")
-    if stress.size == 0:
-        stress = take("survey", "stress")
-    return {"hosts": hosts, "anchors": anchors, "stress": stress}
+def brightness_populations(diag: dict[str, StoreColumns], *, seed: int = 0,
+                           max_samples: int | None = BRIGHTNESS_MAX_SAMPLES
+                           ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Core brightness (r band, nanomaggies/pixel) of training hosts, anchors and stress.
+
+    Returns ``(populations, totals)``: each population is a keyed subsample
+    (:func:`keyed_subsample` by sample id, ``audit/brightness/<name>``) of at most
+    ``max_samples`` (``None``: all); ``totals`` are the full sizes.
+    """
+    totals: dict[str, int] = {}
+
+    def take(store: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        c = diag.get(store)
+        if c is None or not c.has("core_brightness"):
+            return np.zeros(0), np.zeros(0, np.int64)
+        code, legend = _kinds(c)
+        sel = code == legend.index(kind)
+        if not sel.any():
+            return np.zeros(0), np.zeros(0, np.int64)
+        return (c.get("core_brightness").astype(np.float64)[sel],
+                c.get("sample").astype(np.int64)[sel])
+
+    def first(*cands: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        for store, kind in cands:
+            v, ids = take(store, kind)
+            if v.size:
+                return v, ids
+        return np.zeros(0), np.zeros(0, np.int64)
+
+    pops = {}
+    for name, cands in (("hosts", (("survey", "host"), ("hosts", "host"), ("train", "control"))),
+                        ("anchors", (("anchors", "anchor"), ("survey", "anchor"))),
+                        ("stress", (("anchors", "stress"), ("survey", "stress")))):
+        v, ids = first(*cands)
+        totals[name] = int(v.size)
+        if max_samples is not None and v.size > max_samples:
+            v = v[keyed_subsample(ids, max_samples, seed, f"brightness/{name}")]
+        pops[name] = v
+    return pops, totals
 
 
 def _figures(out: Path, pops: dict, leak: dict) -> list[str]:
@@ -393,17 +492,20 @@ def _figures(out: Path, pops: dict, leak: dict) -> list[str]:
     return files
 
 
-def _split_rows(stores: dict[str, Path], diag: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    parts = []
-    for name in stores:
-        t = diag[name]
-        parts.append(pd.DataFrame({
-            "store": name, "sample": t["sample"].to_numpy(np.int64),
-            "ra": t["ra"].to_numpy(np.float64), "dec": t["dec"].to_numpy(np.float64),
-            "host_sample": t["host_sample"].to_numpy(np.int64),
-            "region": t["region"].to_numpy(np.int64), "split": t["split"].astype(str).to_numpy(),
-        }))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+def split_rows(diag: dict[str, StoreColumns], host_store: str | None) -> SplitRows:
+    """Every store's split columns, concatenated (store order), for the split gates."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("sample", "ra", "dec", "host_sample",
+                                                          "region", "split", "is_host_store")}
+    for name, c in diag.items():
+        parts["sample"].append(c.get("sample").astype(np.int64))
+        parts["ra"].append(c.get("ra").astype(np.float64))
+        parts["dec"].append(c.get("dec").astype(np.float64))
+        parts["host_sample"].append(_numeric(c, "host_sample").astype(np.int64))
+        parts["region"].append(_numeric(c, "region").astype(np.int64))
+        parts["split"].append(c.codes("split")[0])
+        parts["is_host_store"].append(np.full(c.n, name == host_store))
+    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
+    return SplitRows(**cat)
 
 
 def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
@@ -412,8 +514,11 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
 
     gc, lay = cfg.gates, cfg.layout
     stores = store_paths(cfg)
-    diag = {name: store_diagnostics(p, cfg, client) for name, p in stores.items()}
-    result: dict = {"stores": {k: {"path": str(p), "n": len(diag[k])} for k, p in stores.items()}}
+    scratch = lay.audit_dir / "_columns"
+    diag, counts = {}, {}
+    for name, p in stores.items():
+        diag[name], counts[name] = store_diagnostics(p, cfg, client, scratch=scratch / name)
+    result: dict = {"stores": {k: {"path": str(p), "n": diag[k].n} for k, p in stores.items()}}
     gates: list[dict] = []
 
     gates.append(G.anchor_coordinates_gate(lay.anchors_csv, lay.anchors_rejected_csv,
@@ -444,37 +549,30 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
     else:
         gates.append(G.not_evaluated("core_only_auc", "no training store"))
     # splits
-    rows = _split_rows(stores, diag)
-    gates.extend(G.split_gates(rows, host_store=hname,
-                               dup_radius_arcsec=cfg.split.dup_radius_arcsec,
-                               max_region_frac=cfg.split.max_region_frac,
-                               min_test_regions=cfg.split.min_test_regions))
+    gates.extend(split_gates_columns(split_rows(diag, hname),
+                                     dup_radius_arcsec=cfg.split.dup_radius_arcsec,
+                                     max_region_frac=cfg.split.max_region_frac,
+                                     min_test_regions=cfg.split.min_test_regions))
     # pixels, PSF, bands
-    finite = {k: int((~(t["finite_image"] & t["finite_invvar"])).sum()) for k, t in diag.items()
-              if "finite_image" in t}
+    finite = {k: c["nonfinite"] for k, c in counts.items() if c["nonfinite"] is not None}
     gates.append(G.count_gate("finite_pixels", finite, what="samples with NaN/inf image or invvar"))
-    psf_bad = {}
-    for k, t in diag.items():
-        cols = [c for c in t.columns if c.startswith("psfsize_")]
-        v = t[cols].to_numpy(np.float64)
-        psf_bad[k] = int((~(np.isfinite(v) & (v > 0))).any(axis=1).sum())
+    psf_bad = {k: c["psf_bad"] for k, c in counts.items()}
     gates.append(G.count_gate("psf_positive", psf_bad,
                               what="samples with a non-finite or <= 0 psfsize"))
     bands = {k: store_geometry(p)["bands"] for k, p in stores.items()}
-    missing = {k: int(t["band_missing"].sum()) for k, t in diag.items() if "band_missing" in t}
-    gates.append(G.bandset_gate(bands, missing, {k: len(t) for k, t in diag.items()},
+    missing = {k: c["band_missing"] for k, c in counts.items() if c["band_missing"] is not None}
+    gates.append(G.bandset_gate(bands, missing, {k: c.n for k, c in diag.items()},
                                 expected=cfg.bands, max_missing_frac=gc.bandset_max_missing_frac))
     result["bandset"] = {"bands": bands, "samples_missing_a_band": missing}
     result["finite_pixels"] = finite
     result["psf_positive"] = psf_bad
     # class balance, leakage (training store)
     if train is not None:
-        t = diag["train"]
-        by_label, by_kind = class_balance(t, bands["train"])
+        by_label, by_kind = class_balance(diag["train"])
         result["by_label"], result["by_kind"] = by_label, by_kind
         gates.append(G.class_balance_gate(by_label,
                                           max_abs_delta=gc.class_balance_max_cliffs_delta))
-        leak = leakage_aucs(t, cfg.audit.leakage_columns)
+        leak = leakage_aucs(diag["train"], cfg.audit.leakage_columns)
         result["leakage"] = leak
         gates.append(G.leakage_gate(leak, max_dev=gc.leakage_max_auc_dev))
     else:
@@ -482,15 +580,13 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
         gates.append(G.not_evaluated("class_balance_conditions", "no training store"))
         gates.append(G.not_evaluated("metadata_leakage", "no training store"))
     result["by_kind_all_stores"] = {}
-    for k, t in diag.items():
+    for k, c in diag.items():
         if k != "train":
-            result["by_kind_all_stores"][k] = class_balance(t, bands[k])[1]
-    result["maskbit_fractions_by_kind"] = {
-        k: t.groupby("kind")[[f"bitfrac_{b}" for b in BIT_NAMES]].mean().to_dict(orient="index")
-        for k, t in diag.items()
-    }
+            result["by_kind_all_stores"][k] = class_balance(c)[1]
+    result["maskbit_fractions_by_kind"] = {k: maskbit_fractions_by_kind(c)
+                                           for k, c in diag.items()}
     # brightness populations
-    pops = brightness_populations(diag)
+    pops, pop_totals = brightness_populations(diag, seed=cfg.seed)
     result["brightness"] = {
         f"hosts_vs_{o}": compare_populations(pops["hosts"], pops[o], n_boot=cfg.audit.n_boot,
                                              seed=cfg.seed, name=f"audit/hosts_vs_{o}")
@@ -500,6 +596,10 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
         f"median r-band flux (nmgy/pixel) at r < {cfg.audit.brightness_radius_pix} px; "
         "hosts = survey kind host (else train controls)"
     )
+    if any(pop_totals[k] > pops[k].size for k in pops):
+        result["brightness"]["subsampled"] = {
+            "max_samples": BRIGHTNESS_MAX_SAMPLES, "n_total": pop_totals,
+            "how": "keyed subsample by sample id (audit/brightness/<population>)"}
     # loader, metric names
     if train is not None:
         try:
@@ -516,6 +616,7 @@ def audit(cfg: Config, client=None) -> tuple[dict, list[dict]]:
     gates = G.apply_blocking(gates, gc.non_blocking)
     result["figures_data"] = {"populations_n": {k: int(v.size) for k, v in pops.items()}}
     result["_pops"] = pops
+    shutil.rmtree(scratch, ignore_errors=True)
     return result, gates
 
 
@@ -553,14 +654,18 @@ def run_audit(cfg: Config, client=None, *, force: bool = False) -> Path:
 
 
 __all__ = [
+    "BRIGHTNESS_MAX_SAMPLES",
     "audit",
     "brightness_populations",
     "class_balance",
+    "diag_columns",
     "core_only_baseline",
     "keyed_subsample",
     "leakage_aucs",
     "loader_check",
+    "maskbit_fractions_by_kind",
     "null_injection_check",
     "run_audit",
+    "split_rows",
     "store_diagnostics",
 ]

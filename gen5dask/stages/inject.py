@@ -68,7 +68,7 @@ from gen5dask.injection.batch import inject_rows
 from gen5dask.injection.calibration import read_target, record_achieved
 from gen5dask.injection.ids import ID_FORMULA
 from gen5dask.injection.laws import Laws, TargetDistribution
-from gen5dask.injection.plan import HOST_VARS, build_plan, host_table
+from gen5dask.injection.plan import HOST_VARS, host_table, plan_size, write_plan
 from gen5dask.injection.spec import InjectSpec
 from gen5dask.log import get_logger
 from gen5dask.provenance import config_hash
@@ -229,7 +229,7 @@ def run_inject(cfg, client=None, *, force: bool = False) -> Path:
     hosts, quarantine = host_table(
         host_path, aperture_pix=icfg.host_mag_aperture_pix, client=client, progress=progress
     )
-    plan = build_plan(icfg, cfg.seed, hosts)
+    n_rows = plan_size(icfg, cfg.seed, hosts)
     variables = ["inject_mode", "quality", "host_mag_r", "src_index", "snr_opt"]
     variables += ["arc"] if icfg.store_arc else []
     if out.exists():
@@ -240,7 +240,7 @@ def run_inject(cfg, client=None, *, force: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     create_store(
         out,
-        n_samples=plan.size,
+        n_samples=n_rows,
         stage=STAGE,
         config=store_cfg,
         seed=cfg.seed,
@@ -255,7 +255,7 @@ def run_inject(cfg, client=None, *, force: bool = False) -> Path:
     with store_lock(out):
         pp = _plan_path(out)
         tmp = pp.with_name(f".{pp.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, plan)
+        write_plan(tmp, icfg, cfg.seed, hosts)  # block by block: never the whole plan in memory
         os.replace(tmp, pp)
         pending = pending_chunks(out)
         results = map_chunks(
