@@ -117,7 +117,7 @@ class Arm:
                                       shuffle=True, shuffle_buffer=1024,
                                       transform=TrainTransform(seed=1, **AUG),
                                       channels_last=self.channels_last)
-            self.loader = make_loader(self.stream, num_workers=self.workers,
+            self.loader = make_loader(self.stream, num_workers=self.workers, speculate=False,
                                       pin_memory=device.type == "cuda")
         torch.manual_seed(0)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format

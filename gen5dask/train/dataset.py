@@ -907,6 +907,10 @@ class StreamLoader:
             msg = "epoch plan: fewer batch samples than selected samples"
             raise RuntimeError(msg)
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running loader workers (empty before the first iteration)."""
+        return [p.pid for p in getattr(self._pool, "procs", [])]
+
     def close(self) -> None:
         """Stop the worker processes (also happens when the loader is collected)."""
         if self._finalizer is not None:

@@ -77,8 +77,12 @@ def test_lr_schedule():
 
 def test_gates_block_and_override(run_dir):
     cfg = make_cfg(run_dir)
-    with pytest.warns(UserWarning, match="not found"):
-        assert check_gates(cfg)["gates_status"] == "absent"
+    # audit never ran: training refuses, naming the missing file and how to write it
+    with pytest.raises(FileNotFoundError, match=r"gates\.json not found.*gen5dask audit"):
+        check_gates(cfg)
+    with pytest.raises(FileNotFoundError, match="gates.json"):
+        run_train(cfg)
+    assert not cfg.layout.models_dir.exists() or not any(cfg.layout.models_dir.glob("*.pt"))
     cfg.layout.gates_json.write_text(json.dumps([
         {"name": "null_injection", "passed": False, "blocking": True},
         {"name": "split_disjoint", "passed": True, "blocking": True},
