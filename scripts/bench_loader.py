@@ -16,6 +16,8 @@ absolute rates vary, the ratios are what to compare):
 * ``loader_samples_per_s_by_workers``: the same for each ``--workers`` count, and the speed-up
   over one worker; ``steady_*``: the rates after each epoch's first batch (without the
   first shuffle window's fill, which the trainer hides by prefetching across epochs);
+* ``no_mask_*``: one worker without the centre mask (the arms that do not mask): the
+  worker's work is then the decode alone;
 * ``stats_once_samples_per_s``: computing the statistics cache (once per store, not per epoch);
   ``loader_no_cache_samples_per_s``: one worker recomputing them every epoch (the old way);
 * ``cpu_us_per_sample``: CPU time per sample (all threads; Linux ``/proc``) of the raw decode,
@@ -81,12 +83,12 @@ def raw_decode_rate(path: Path, n: int, chunk: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def stream_for(path: Path, *, cached: bool) -> StampStream:
+def stream_for(path: Path, *, cached: bool, mask: bool = True) -> StampStream:
     table = store_table(path)
     sel = selection_from_table(path, table, select_rows(table, splits=["train"]))
     if cached:
         sel.stats = store_norm_stats(path, r_outer=16.0)[sel.rows]
-    tt = TrainTransform(seed=1, rotate_flip=True, mask=True)
+    tt = TrainTransform(seed=1, rotate_flip=True, mask=mask)
     return StampStream([sel], batch_size=128, seed=1, shuffle=True, shuffle_buffer=1024,
                        transform=tt)
 
@@ -154,17 +156,23 @@ def main(argv=None) -> int:
         loaders = {w: make_loader(streams[w], num_workers=w, speculate=False) for w in counts}
         slow = stream_for(path, cached=False)
         slow_loader = make_loader(slow, num_workers=1, speculate=False)
+        plain = stream_for(path, cached=True, mask=False)
+        plain_loader = make_loader(plain, num_workers=1, speculate=False)
         for w in counts:  # warm-up: worker start, numba load
             epoch_rate(streams[w], loaders[w], 0)
         epoch_rate(slow, slow_loader, 0)
+        epoch_rate(plain, plain_loader, 0)
         decode, rates = [], {w: [] for w in counts}
         steady = {w: [] for w in counts}
+        no_mask, no_mask_steady = [], []
         for r in range(args.rounds):
             decode.append(raw_decode_rate(path, args.n, args.chunk))
             for w in counts:
                 rates[w].append(epoch_rate(streams[w], loaders[w], r + 1, steady[w]))
+            no_mask.append(epoch_rate(plain, plain_loader, r + 1, no_mask_steady))
         no_cache = epoch_rate(slow, slow_loader, 1)
         slow_loader.close()
+        plain_loader.close()
         cpu = [cpu_per_sample(path, args.n, args.chunk, streams[1], loaders[1], 20 + r)
                for r in range(args.rounds)]
         cpu_us = {k: min(c[k] for c in cpu) for k in cpu[0]}
@@ -200,6 +208,9 @@ def main(argv=None) -> int:
         "ratio_by_workers": {str(w): best[w] / raw for w in counts},
         "steady_samples_per_s_by_workers": {str(w): max(v) for w, v in steady.items() if v},
         "steady_ratio_by_workers": {str(w): max(v) / raw for w, v in steady.items() if v},
+        "no_mask_loader_samples_per_s": max(no_mask),
+        "no_mask_ratio": max(no_mask) / raw,
+        "no_mask_steady_ratio": max(no_mask_steady) / raw if no_mask_steady else None,
         "stats_once_samples_per_s": stats_rate,
         "loader_no_cache_samples_per_s": no_cache,
         "cpu_us_per_sample": cpu_us,

@@ -195,8 +195,8 @@ class WorkerPool:
                 p.terminate()
                 p.join(timeout=5)
         for q in (*self.cmd, self.reply):
+            q.cancel_join_thread()  # nothing left to deliver to stopped workers
             q.close()
-            q.join_thread()
 
 
 class InlinePool:
