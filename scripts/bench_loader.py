@@ -7,7 +7,7 @@ absolute rates vary, the ratios are what to compare):
 * ``raw_decode_samples_per_s``: sequential decode of the ``image`` chunks (array opened once):
   the bytes any loader has to read and decompress;
 * ``loader_samples_per_s``: the training :class:`StampStream` exactly as the trainer builds it
-  (cached normalisation statistics, centre mask, D4, shuffle window 1024, channels-last,
+  (cached normalisation statistics, centre mask, D4, shuffle depth 1024, channels-last,
   persistent forkserver workers) through :func:`make_loader` with one worker, delivered to
   this process as finished batches (the normalise/D4/channels-last pass included);
   ``ratio`` = loader / raw decode (goal >= 0.9). Prefetching of the next epoch is off
@@ -15,7 +15,7 @@ absolute rates vary, the ratios are what to compare):
   timer;
 * ``loader_samples_per_s_by_workers``: the same for each ``--workers`` count, and the speed-up
   over one worker; ``steady_*``: the rates after each epoch's first batch (without the
-  first shuffle window's fill, which the trainer hides by prefetching across epochs);
+  first batch's fill of the shuffle, which the trainer hides by prefetching across epochs);
 * ``no_mask_*``: one worker without the centre mask (the arms that do not mask): the
   worker's work is then the decode alone;
 * ``stats_once_samples_per_s``: computing the statistics cache (once per store, not per epoch);
@@ -121,7 +121,7 @@ def cpu_per_sample(path: Path, n: int, chunk: int, stream, loader, epoch: int) -
 
 
 def epoch_rate(stream: StampStream, loader, epoch: int, steady: list | None = None) -> float:
-    """Samples/s over one cold epoch (first-window fill included); appends to ``steady`` the
+    """Samples/s over one cold epoch (first-batch fill included); appends to ``steady`` the
     rate after the first batch (the pipeline's sustained rate)."""
     stream.set_epoch(epoch)
     t0 = time.perf_counter()

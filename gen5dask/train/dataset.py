@@ -12,9 +12,12 @@ Work is split between the loader workers and the training process
   keeping the selected rows — and centre-masks them in place; per sample that is the decode
   and, for partial chunks, one copy. It writes the rows' normalisation statistics (the cached
   ones wherever the mask cannot change them) and D4 codes next to them;
-* the training process groups the rank's units into shuffle windows, permutes each window and
-  writes every batch's network input — normalised, D4-rotated, channels-last — straight into
-  the batch tensor with one :func:`gen5dask.kernels.normalize.apply_norm_into` call (the
+* the training process shuffles the rank's sample sequence — each sample gets the key
+  ``arrival index + U[0, 1) * 2 * shuffle_buffer`` and samples are emitted in key order, a
+  sliding shuffle that holds ~``shuffle_buffer`` samples on average (like a shuffle buffer of
+  that size) and frees ring rows oldest first — and writes every batch's network input
+  (normalised, D4-rotated, channels-last) straight into the batch tensor with one
+  :func:`gen5dask.kernels.normalize.apply_norm_into` call (the
   arithmetic scoring uses), then releases the ring rows. The batch is the only copy made in
   the training process.
 
@@ -34,7 +37,7 @@ Epoch plan (:func:`plan_epoch`), a pure function of (seed, epoch, world size):
    rank with fewer samples makes smaller batches), so collective ops never hang and the
    learning-rate schedule is identical on every rank;
 3. a rank's units and batches are dealt round-robin to its loader workers and merged back in
-   the same order (:func:`merge_plan`); the shuffle windows are keyed by (seed, rank, window,
+   the same order (:func:`merge_plan`); the shuffle keys are keyed by (seed, rank, unit place,
    epoch). So the batches — order and content — do not depend on the number of workers, and
    training results are the same for 0, 1 or more workers.
 
@@ -492,7 +495,7 @@ class StampStream:
       ``prepare`` in place (centre mask, normalisation statistics: the cached ones unless the
       mask can change them, D4 codes);
     * the consumer (:class:`StreamLoader`, in the training process) cuts the rank's sample
-      sequence into shuffle windows, permutes each window, and writes every batch's network
+      sequence (sliding shuffle, see the module docstring) and writes every batch's network
       input — normalised, D4-rotated, channels-last — with one
       :func:`gen5dask.kernels.normalize.apply_norm_into` call.
 
@@ -503,12 +506,12 @@ class StampStream:
     batch_size : int
         Largest batch.
     seed : int
-        Run seed (unit permutation, shuffle windows, augmentation keys).
+        Run seed (unit permutation, shuffle keys, augmentation keys).
     shuffle : bool
-        Training order (permuted units + shuffle windows); False streams in store order.
+        Training order (permuted units + sliding shuffle); False streams in store order.
     shuffle_buffer : int
-        Samples per shuffle window (per rank): consecutive units are grouped until a window
-        holds at least this many samples, and each window is permuted as a whole.
+        Shuffle depth, samples (per rank): a sample is emitted on average this many places after
+        its arrival in the rank's unit sequence, at most 3x (key: arrival + U[0, 1) * 2 depth).
     transform : object, optional
         :class:`gen5dask.train.augment.TrainTransform` or ``EvalTransform`` (anything with
         ``prepare`` and ``clip``), or a plain ``transform(images, ids, psfsize_r, epoch)``
@@ -702,10 +705,11 @@ class StampStream:
                 "stats": ((cap, nb, 2), torch.float32), "codes": ((cap,), torch.int64)}
 
     def ring_rows(self, prefetch_batches: int = 4) -> int:
-        """Ring capacity, rows: two shuffle windows, a batch and three units (enough that the
-        consumer never waits on space it holds itself), plus ``prefetch_batches`` batches."""
+        """Ring capacity, rows: three times the shuffle depth, a batch and three units (enough
+        that the consumer never waits on space it holds itself), plus ``prefetch_batches``
+        batches."""
         s = max(self.shuffle_buffer, 1)
-        return 2 * s + (1 + int(prefetch_batches)) * self.batch_size + 3 * max(self.max_unit(), 1)
+        return 3 * s + (1 + int(prefetch_batches)) * self.batch_size + 3 * max(self.max_unit(), 1)
 
     def unit_scalars(self, unit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ids, labels and standardised metadata of a unit's rows."""
@@ -726,19 +730,19 @@ class _Run:
     """One epoch's work queued in the pool: the rank's units, their ring positions, job
     sequence numbers and batch sizes."""
 
-    __slots__ = ("end", "epoch", "pos", "seq", "sizes", "units")
+    __slots__ = ("arrival", "end", "epoch", "pos", "seq", "sizes", "units")
 
-    def __init__(self, epoch, units, pos, seq, sizes, end):
+    def __init__(self, epoch, units, pos, seq, sizes, end, arrival):
         self.epoch, self.units, self.pos, self.seq = epoch, units, pos, seq
-        self.sizes, self.end = sizes, end
+        self.sizes, self.end, self.arrival = sizes, end, arrival
 
 
 class StreamLoader:
     """Iterable of a :class:`StampStream`'s batches through persistent loader workers.
 
     Workers (:mod:`gen5dask.train.workerpool`) decode and prepare work units into a shared
-    ring; this process groups the rank's units into shuffle windows, permutes each window
-    (keyed by seed, rank, window, epoch) and writes each batch's network input into a new
+    ring; this process shuffles the rank's samples (sliding shuffle keyed by seed, rank, unit
+    place and epoch) and writes each batch's network input into a new
     tensor (pinned with ``pin_memory``) with one fused kernel call, then releases the ring
     rows. When an epoch starts, the next epoch's units are queued too, so the workers keep
     reading across the epoch boundary (during validation, say); if another epoch is asked
@@ -807,7 +811,8 @@ class StreamLoader:
             p += k
         self._next_pos = p
         self._pool.submit(epoch, jobs)
-        return _Run(epoch, units, pos, seq, sizes, p)
+        arrival = np.cumsum([0] + [self.stream.units[u].size for u in units])[:-1]
+        return _Run(epoch, units, pos, seq, sizes, p, arrival.tolist())
 
     def _reset(self) -> None:
         self._pool.abort()
@@ -831,79 +836,76 @@ class StreamLoader:
         yield from self._batches(run)
         self._dirty = False
 
-    def _windows(self, run: _Run) -> list[tuple[int, int]]:
-        """Consecutive unit ranges ``[a, b)`` of at least ``shuffle_buffer`` samples (one unit
-        each without shuffling)."""
-        s = max(self.stream.shuffle_buffer, 1)
-        out, a, n = [], 0, 0
-        for i, u in enumerate(run.units):
-            n += self.stream.units[u].size
-            if n >= s:
-                out.append((a, i + 1))
-                a, n = i + 1, 0
-        if a < len(run.units):
-            out.append((a, len(run.units)))
-        return out
+    def _key_floor(self, run: _Run, a):
+        """Smallest shuffle key of a sample with arrival index ``a``: ``a`` clipped to
+        ``[D, N - D]`` (``D`` the shuffle depth, ``N`` the rank's samples), so the first and
+        the last ``D`` arrivals are mixed like the rest (no start/end transient); without
+        shuffling, ``a``."""
+        d = self.stream.shuffle_buffer if self.stream.shuffle else 0
+        if d <= 0:
+            return a
+        return np.minimum(np.maximum(a, d), sum(run.sizes) - d)
 
-    def _load_window(self, run: _Run, wi: int, a: int, b: int) -> list[np.ndarray]:
+    def _unit_entries(self, run: _Run, i: int) -> list[np.ndarray]:
+        """Wait for unit ``i`` of the run; its rows' shuffle keys, ring rows and scalars.
+
+        Shuffle key of the sample with arrival index ``a`` (its place in the rank's unit
+        sequence): ``floor(a) + U[0, 1) * 2 * shuffle_buffer`` (:meth:`_key_floor`), ``U``
+        keyed by (seed, rank, unit place, epoch): on average a sample waits ``shuffle_buffer``
+        places, as in a shuffle buffer of that size, and never more than 3x that.
+        """
         st = self.stream
-        rows, ids, lab, meta = [], [], [], []
-        for i in range(a, b):
-            self._pool.wait(run.seq[i])
-            u = run.units[i]
-            k = st.units[u].size
-            rows.append(run.pos[i] % self.cap + np.arange(k, dtype=np.int64))
-            sid, lb, mt = st.unit_scalars(u)
-            ids.append(sid)
-            lab.append(lb)
-            meta.append(mt)
-        cols = [np.concatenate(c) for c in (rows, ids, lab, meta)]
-        if st.shuffle:
+        self._pool.wait(run.seq[i])
+        u = run.units[i]
+        k = st.units[u].size
+        keys = self._key_floor(run, run.arrival[i] + np.arange(k, dtype=np.float64))
+        if st.shuffle and st.shuffle_buffer > 0:
             rank, _ = st.rank_world
-            perm = generator(st.seed, BUFFER_STAGE, rank, wi, run.epoch).permutation(
-                cols[0].shape[0])
-            cols = [c[perm] for c in cols]
-        return cols
+            keys = keys + 2 * st.shuffle_buffer * generator(
+                st.seed, BUFFER_STAGE, rank, i, run.epoch).random(k)
+        rows = run.pos[i] % self.cap + np.arange(k, dtype=np.int64)
+        return [keys, rows, *st.unit_scalars(u),
+                np.full(k, run.pos[i], dtype=np.int64)]
 
     def _batches(self, run: _Run):
+        """The run's batches: samples in shuffle-key order (each one displaced by less than
+        ``3 * shuffle_buffer`` places from its arrival, so what is held stays bounded and ring
+        rows can be released oldest first). A batch is emitted once no later arrival can have
+        a smaller key."""
         st = self.stream
         clip = st.transform_obj().clip
         img, stats, codes = (self._ring[k].numpy() for k in ("image", "stats", "codes"))
-        windows = self._windows(run)
-        parts: collections.deque = collections.deque()  # [cols, offset, first ring position]
-        pending, wi, last_end = 0, 0, 0
+        n_units = len(run.units)
+        # pending entries sorted by key: key, ring row, id, label, meta, unit ring position
+        pend: list[np.ndarray] | None = None
+        nxt = 0
         for s in run.sizes:
-            while pending < s:
-                if wi == len(windows):
-                    msg = "epoch plan: more batch samples than selected samples"
-                    raise RuntimeError(msg)
-                a, b = windows[wi]
-                cols = self._load_window(run, wi, a, b)
-                last_end = run.pos[b - 1] + st.units[run.units[b - 1]].size
-                parts.append([cols, 0, run.pos[a]])
-                pending += cols[0].shape[0]
-                wi += 1
-            take: list[list[np.ndarray]] = []
-            need = s
-            while need:
-                cols, off, _start = parts[0]
-                m = min(need, cols[0].shape[0] - off)
-                take.append([c[off : off + m] for c in cols])
-                parts[0][1] += m
-                need -= m
-                if parts[0][1] == cols[0].shape[0]:
-                    parts.popleft()
-            src, ids, lab, meta = (np.concatenate(c) if len(take) > 1 else c[0]
-                                   for c in zip(*take, strict=True))
+            while nxt < n_units and (pend is None or pend[0].shape[0] < s
+                                     or pend[0][s - 1] >= self._key_floor(
+                                         run, run.arrival[nxt])):
+                cols = self._unit_entries(run, nxt)
+                nxt += 1
+                if pend is not None:
+                    cols = [np.concatenate([p, c]) for p, c in zip(pend, cols, strict=True)]
+                order = np.argsort(cols[0], kind="stable")
+                pend = [c[order] for c in cols]
+            if pend is None or pend[0].shape[0] < s:
+                msg = "epoch plan: more batch samples than selected samples"
+                raise RuntimeError(msg)
+            _, src, ids, lab, meta, _ = (c[:s] for c in pend)
+            pend = [c[s:] for c in pend]
             out = torch.empty(st.out_shape(s), dtype=torch.float32, pin_memory=self.pin_memory)
             apply_norm_into(img, src, stats[src], out.numpy(), np.arange(s, dtype=np.int64),
                             codes=codes[src], clip=clip, channels_last=st.channels_last)
-            pending -= s
-            # every row before the first window still pending is in a batch already
-            self._pool.release(parts[0][2] if parts else last_end)
+            # ring rows before the oldest unit with a pending sample are all in batches
+            if pend[0].shape[0]:
+                self._pool.release(int(pend[5].min()))
+            else:
+                self._pool.release(run.pos[nxt - 1] + st.units[run.units[nxt - 1]].size
+                                   if nxt else run.pos[0] if n_units else 0)
             yield {"image": st.image_tensor(out), "label": torch.from_numpy(lab),
                    "sample": torch.from_numpy(ids), "meta": torch.from_numpy(meta)}
-        if wi != len(windows) or pending:
+        if nxt != n_units or (pend is not None and pend[0].shape[0]):
             msg = "epoch plan: fewer batch samples than selected samples"
             raise RuntimeError(msg)
 
@@ -959,7 +961,7 @@ def make_loader(stream: StampStream, *, num_workers: int = 0, pin_memory: bool =
     pin_memory : bool
         Write batches into pinned (page-locked) memory for asynchronous host-to-GPU copies.
     prefetch_factor : int
-        Batches of ring space beyond what the shuffle windows need (how far workers run ahead).
+        Batches of ring space beyond what the shuffle needs (how far workers run ahead).
     speculate : bool
         When an epoch starts, queue the next epoch's work too (workers keep reading across
         the epoch boundary; dropped if another epoch is asked for).
