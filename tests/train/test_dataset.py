@@ -230,3 +230,24 @@ def test_worker_error_is_raised_with_its_message(stores, tmp_path):
             _batches(loader)
     finally:
         loader.close()
+
+
+def test_sliding_shuffle_mixes_units_and_bounds_displacement(stores):
+    """Each sample leaves at most 3x the shuffle depth (+ a batch) after its arrival in the
+    rank's unit sequence, and the first batch already mixes several store chunks."""
+    d, s = _stream(stores)
+    s.set_epoch(2)
+    loader = make_loader(s)
+    units, _, _ = merge_plan(s.plan(), 0)
+    arrival, unit_of = {}, {}
+    for ui in units:
+        u = s.units[ui]
+        for sid in s.selections[u.source].sample[u.lo : u.hi]:
+            arrival[int(sid)] = len(arrival)
+            unit_of[int(sid)] = ui
+    out = np.concatenate([b["sample"].numpy() for b in loader])
+    depth = s.shuffle_buffer
+    disp = np.array([i - arrival[int(sid)] for i, sid in enumerate(out)])
+    assert disp.max() < 3 * depth + s.batch_size
+    assert len({unit_of[int(sid)] for sid in out[: s.batch_size]}) >= 3
+    assert not np.array_equal(out, np.array(sorted(arrival, key=arrival.get)))
