@@ -13,7 +13,8 @@ keeping each arm's best round (the machine may be shared: compare ratios, not ab
   channels-last, one persistent forkserver worker, torch threads = cores);
 * one knob changed at a time from ``after``: ``workers_0``, ``workers_2``, ``threads_minus_1``
   (cores - workers), ``no_channels_last``, ``cpu_bf16`` (bf16 autocast), ``compile``
-  (``torch.compile``; its compile time is in the warm-up epoch and reported separately).
+  (``torch.compile``; its compile time is in the warm-up epoch and reported separately);
+  ``threads_1``, ``workers_0_threads_1``, ``compile_threads_1``: one torch thread.
 
 Each arm reports samples/s over the timed epochs and ``data_wait_frac`` (time waiting for the
 next batch / epoch time, as in the trainer's log). No GPU is used (``--device cuda`` runs the
@@ -53,7 +54,7 @@ from gen5dask.train.normstats import store_norm_stats  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 AUG = {"rotate_flip": True, "mask": True}
 ARMS = ("before", "after", "workers_0", "workers_2", "threads_minus_1", "no_channels_last",
-        "cpu_bf16", "compile")
+        "cpu_bf16", "compile", "threads_1", "workers_0_threads_1", "compile_threads_1")
 
 
 def load_before(rev: str) -> types.ModuleType | None:
@@ -62,6 +63,7 @@ def load_before(rev: str) -> types.ModuleType | None:
 
     mods = {}
     where = Path(tempfile.mkdtemp(prefix="gen5dask_before_"))  # numba caches need real files
+    sys.path.insert(0, str(where))  # loader workers (forkserver/spawn) import them by name
     for name in ("augment", "dataset"):
         try:
             src = subprocess.check_output(
@@ -95,21 +97,31 @@ def selection(path: Path, stats: bool):
 class Arm:
     """One configuration: a loader and a model/optimiser, trained epoch by epoch."""
 
-    def __init__(self, name: str, path: Path, before, device: torch.device):
+    def __init__(self, name: str, path: Path, before, device: torch.device,
+                 threads: int | None = None):
         self.name, self.device = name, device
         cores = os.cpu_count() or 1
-        self.workers = {"workers_0": 0, "workers_2": 2}.get(name, 1)
+        self.workers = {"workers_0": 0, "workers_2": 2, "workers_0_threads_1": 0}.get(name, 1)
         self.threads = max(1, cores - self.workers) if name == "threads_minus_1" else cores
+        if name.endswith("threads_1"):
+            self.threads = 1
         self.channels_last = name != "no_channels_last"
         self.bf16 = name == "cpu_bf16"
+        if threads is not None:
+            self.threads = threads
         if name == "before":
-            self.workers = 0
+            # a revision whose loader caches the statistics runs as its trainer would (one
+            # worker); older ones load in the training process (their default)
+            cached = "stats" in getattr(before.Selection, "__dataclass_fields__", {})
+            self.workers = 1 if cached else 0
             sel = before.Selection(*[getattr(selection(path, False), f) for f in (
                 "path", "rows", "sample", "label", "meta", "psfsize_r", "name")])
+            if cached:
+                sel.stats = selection(path, True).stats
             tt = before.before_augment.TrainTransform(seed=1, **AUG)
             self.stream = before.StampStream([sel], batch_size=128, seed=1, shuffle=True,
                                              shuffle_buffer=1024, transform=tt)
-            self.loader = before.make_loader(self.stream, num_workers=0)
+            self.loader = before.make_loader(self.stream, num_workers=self.workers)
         else:
             from gen5dask.train.augment import TrainTransform
 
@@ -117,14 +129,14 @@ class Arm:
                                       shuffle=True, shuffle_buffer=1024,
                                       transform=TrainTransform(seed=1, **AUG),
                                       channels_last=self.channels_last)
-            self.loader = make_loader(self.stream, num_workers=self.workers,
+            self.loader = make_loader(self.stream, num_workers=self.workers, speculate=False,
                                       pin_memory=device.type == "cuda")
         torch.manual_seed(0)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.fmt = fmt
         self.model = build_model(arch_spec("resnet_small")).to(device).to(memory_format=fmt)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-        self.net = torch.compile(self.model) if name == "compile" else self.model
+        self.net = torch.compile(self.model) if name.startswith("compile") else self.model
         self.epoch = 0
 
     def run_epoch(self) -> tuple[float, float, int]:
@@ -164,6 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--before-rev", default="edac7e5", help="git revision of 'before'")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of every arm (default: per arm, see above)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     before = load_before(args.before_rev) if "before" in args.arms else None
@@ -178,7 +192,7 @@ def main(argv=None) -> int:
         arms = {}
         for name in arms_wanted:
             try:
-                arms[name] = Arm(name, path, before, device)
+                arms[name] = Arm(name, path, before, device, args.threads)
                 t0 = time.perf_counter()
                 arms[name].run_epoch()  # warm-up (numba load, worker start, compile)
                 results[name] = {"warmup_s": time.perf_counter() - t0, "rounds": []}

@@ -3,8 +3,9 @@
 Gates (DESIGN §8): ``cfg.layout.gates_json`` (written by ``audit``) is a list of
 ``{name, passed, blocking, ...}``. Training refuses to start when a blocking gate failed and its
 name is not in ``gates.override``; overrides actually used are recorded in every model file's
-provenance. If gates.json is absent (audit not run) training warns and proceeds, and the model
-provenance says ``gates_status: "absent"``.
+provenance. If gates.json is absent (audit never ran) training refuses to start, naming the
+file and the command that writes it (``gen5dask audit CONFIG``); there is no opt-out — to train
+past a failed gate, run audit and list the gate in ``gates.override``.
 
 Idempotent: an arm whose model file exists with the same fingerprint (train config, arm, seed,
 input stores) is skipped; an interrupted arm resumes from its last epoch checkpoint;
@@ -31,21 +32,25 @@ def check_gates(cfg) -> dict:
     Returns
     -------
     dict
-        ``gates_status`` ("absent" / "passed" / "overridden"), ``gates_overridden`` (names of
-        failed blocking gates allowed by ``gates.override``), ``gates_failed_nonblocking``.
+        ``gates_status`` ("passed" / "overridden"), ``gates_overridden`` (names of failed
+        blocking gates allowed by ``gates.override``), ``gates_failed_nonblocking``.
 
     Raises
     ------
+    FileNotFoundError
+        If ``gates.json`` is absent (audit never ran).
     RuntimeError
         Naming every failed blocking gate that is not overridden.
     """
     path = Path(cfg.layout.gates_json)
+    if not path.exists():
+        msg = (f"training refused: {path} not found — the audit gates were never evaluated; "
+               "run `gen5dask audit CONFIG` (or `gen5dask run CONFIG`, which audits before "
+               "training) first")
+        raise FileNotFoundError(msg)
     refused = gates_mod.check_gates(cfg)
     if refused:
         raise RuntimeError("training refused: " + gates_mod.failure_message(refused, path))
-    if not path.exists():
-        log.warning(f"[train] warning: {path} not found; gates not checked")
-        return {"gates_status": "absent", "gates_overridden": [], "gates_failed_nonblocking": []}
     records = gates_mod.load_gates(path)
     used = gates_mod.blocking_failures(records)
     nonblocking = [g["name"] for g in records if g.get("passed") is False

@@ -2,31 +2,44 @@
 
 A :class:`StampStream` holds store *paths* and per-sample index lists (plus the few per-sample
 scalars the loss needs: label, metadata, psfsize_r, and optionally the cached normalisation
-statistics of :mod:`gen5dask.train.normstats`) — never pixel arrays. Each loader worker opens
-the stores itself (once per process), decodes whole store chunks (single-sample random reads
-are ~50x slower), centre-masks the selected rows in place, and keeps (chunk, row) entries in a
-shuffle buffer; each batch is then normalised, D4-rotated and written channels-last in one pass
-(:func:`gen5dask.kernels.normalize.apply_norm_into`). Per sample that is the decode plus about
-one pass over the pixels; the statistics (the old per-epoch median/MAD, ~110 us per stamp) are
-computed once per store.
+statistics of :mod:`gen5dask.train.normstats`) — never pixel arrays.
 
-Workers (:func:`make_loader`) are persistent processes started by ``forkserver`` (or
-``spawn``), never forked from the training process (fork after zarr's event-loop thread or a
-Dask client has started is a known deadlock). They write each batch into an output slot in
-shared memory allocated once by the training process, which copies it out (into pinned
-memory for a GPU) and hands the slot back: no per-batch shared-memory allocation or pickling
-of pixels.
+Work is split between the loader workers and the training process
+(:class:`StreamLoader`, :mod:`gen5dask.train.workerpool`):
 
-Epoch plan (:func:`plan_epoch`), a pure function of (seed, epoch, world size, worker count):
+* a worker decodes one store chunk (a *work unit*; single-sample random reads are ~50x
+  slower) — straight into a shared ring of prepared rows when every row is selected, else
+  keeping the selected rows — and centre-masks them in place; per sample that is the decode
+  and, for partial chunks, one copy. It writes the rows' normalisation statistics (the cached
+  ones wherever the mask cannot change them) and D4 codes next to them;
+* the training process shuffles the rank's sample sequence — each sample gets the key
+  ``arrival index + U[0, 1) * 2 * shuffle_buffer`` and samples are emitted in key order, a
+  sliding shuffle that holds ~``shuffle_buffer`` samples on average (like a shuffle buffer of
+  that size) and frees ring rows oldest first — and writes every batch's network input
+  (normalised, D4-rotated, channels-last) straight into the batch tensor with one
+  :func:`gen5dask.kernels.normalize.apply_norm_into` call (the
+  arithmetic scoring uses), then releases the ring rows. The batch is the only copy made in
+  the training process.
+
+Workers are persistent processes started by ``forkserver`` (or ``spawn``), never forked from
+the training process (fork after zarr's event-loop thread or a Dask client has started is a
+known deadlock). When an epoch starts, the next epoch's units are queued as well, so workers
+keep reading across the epoch boundary (during validation) and the first batches of the next
+epoch are ready when it starts.
+
+Epoch plan (:func:`plan_epoch`), a pure function of (seed, epoch, world size):
 
 1. the work units — (source, store chunk) pairs with at least one selected row — are permuted
-   with a generator keyed by (seed, epoch);
-2. units are dealt to ranks, then within a rank to loader workers, greedily to the least-loaded
-   one, so every unit (hence every selected sample) goes to exactly one (rank, worker): each
-   sample is seen exactly once per epoch whatever the number of workers or ranks (gate 7);
-3. batch sizes are fixed in advance; under DDP every rank gets the same number of batches (a
+   with a generator keyed by (seed, epoch) and dealt to the least-loaded rank, so every unit
+   (hence every selected sample) goes to exactly one rank: each sample is seen exactly once
+   per epoch whatever the number of workers or ranks (gate 7);
+2. batch sizes are fixed in advance; under DDP every rank gets the same number of batches (a
    rank with fewer samples makes smaller batches), so collective ops never hang and the
-   learning-rate schedule is identical on every rank.
+   learning-rate schedule is identical on every rank;
+3. a rank's units and batches are dealt round-robin to its loader workers and merged back in
+   the same order (:func:`merge_plan`); the shuffle keys are keyed by (seed, rank, unit place,
+   epoch). So the batches — order and content — do not depend on the number of workers, and
+   training results are the same for 0, 1 or more workers.
 
 Row selection uses :func:`select_rows` on the ``read_table`` columns (kind, split, inject_mode,
 eval_only); :func:`arm_selection` builds an arm's training or validation set with deterministic,
@@ -35,9 +48,9 @@ keyed subsampling for class balance and the hard-negative fraction (DESIGN §5).
 
 from __future__ import annotations
 
-import copy
+import collections
 import math
-import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +59,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gen5dask.kernels._jit import jit
 from gen5dask.kernels.normalize import apply_norm_into
@@ -363,6 +375,11 @@ def plan_epoch(
 ) -> dict[tuple[int, int], tuple[list[int], list[int]]]:
     """Assign units to (rank, worker) and fix every batch size for one epoch.
 
+    Each rank's reading order (the units in permuted order, dealt to the least-loaded rank) and
+    batch sizes do not depend on ``num_workers``: units and batches are dealt round-robin to
+    the workers, and :func:`merge_plan` interleaves them back into the rank's sequence. So the
+    training order and results are the same for any number of loader workers.
+
     Parameters
     ----------
     unit_sizes : sequence of int
@@ -379,9 +396,9 @@ def plan_epoch(
     Returns
     -------
     dict
-        ``(rank, worker) -> (unit indices in reading order, batch sizes)``. Every unit appears
-        exactly once; the batch sizes of a worker sum to its samples; every rank has the same
-        number of batches.
+        ``(rank, worker) -> (unit indices the worker reads, in order; its share of the rank's
+        batch sizes)``. Every unit appears exactly once; per rank the batch sizes sum to its
+        samples; every rank has the same number of batches.
 
     Raises
     ------
@@ -400,166 +417,48 @@ def plan_epoch(
         r = int(np.argmin(rank_load))
         rank_units[r].append(int(u))
         rank_load[r] += sizes[u]
+    k_all = max(math.ceil(int(n) / batch_size) for n in rank_load)
     plan: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
-    per_rank_batches = []
-    worker_units: dict[tuple[int, int], list[int]] = {}
-    worker_n: dict[tuple[int, int], int] = {}
-    worker_k: dict[tuple[int, int], int] = {}
     for r in range(ws):
-        load = np.zeros(nw, dtype=np.int64)
-        lists: list[list[int]] = [[] for _ in range(nw)]
-        for u in rank_units[r]:
-            w = int(np.argmin(load))
-            lists[w].append(u)
-            load[w] += sizes[u]
-        total = 0
+        n = int(rank_load[r])
+        if n < k_all:
+            msg = (f"plan_epoch: rank {r} has {n} samples, too few for the {k_all} batches "
+                   "every rank must run; use fewer ranks")
+            raise ValueError(msg)
+        natural = _natural_sizes(n, batch_size)
+        bsz = natural if len(natural) == k_all else _even_sizes(n, k_all)
         for w in range(nw):
-            worker_units[(r, w)] = lists[w]
-            worker_n[(r, w)] = int(load[w])
-            worker_k[(r, w)] = math.ceil(int(load[w]) / batch_size)
-            total += worker_k[(r, w)]
-        per_rank_batches.append(total)
-    k_all = max(per_rank_batches) if per_rank_batches else 0
-    for r in range(ws):
-        missing = k_all - per_rank_batches[r]
-        while missing > 0:
-            cands = [w for w in range(nw) if worker_n[(r, w)] > worker_k[(r, w)]]
-            if not cands:
-                msg = (
-                    f"plan_epoch: rank {r} has {int(rank_load[r])} samples, too few for the "
-                    f"{k_all} batches every rank must run; use fewer ranks or workers"
-                )
-                raise ValueError(msg)
-            w = max(cands, key=lambda w: worker_n[(r, w)] / max(worker_k[(r, w)], 1))
-            worker_k[(r, w)] += 1
-            missing -= 1
-        for w in range(nw):
-            n, k = worker_n[(r, w)], worker_k[(r, w)]
-            natural = _natural_sizes(n, batch_size)
-            sizes_w = natural if len(natural) == k else _even_sizes(n, k)
-            plan[(r, w)] = (worker_units[(r, w)], sizes_w)
+            plan[(r, w)] = (rank_units[r][w::nw], bsz[w::nw])
     return plan
+
+
+def _round_robin(lists: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Interleave lists (skipping exhausted ones): values and the list each came from."""
+    vals, owner = [], []
+    for i in range(max((len(x) for x in lists), default=0)):
+        for w, x in enumerate(lists):
+            if i < len(x):
+                vals.append(int(x[i]))
+                owner.append(w)
+    return vals, owner
+
+
+def merge_plan(plan: dict[tuple[int, int], tuple[list[int], list[int]]], rank: int
+               ) -> tuple[list[int], list[int], list[int]]:
+    """One rank's reading sequence from a :func:`plan_epoch` plan.
+
+    Returns ``(units, owners, batch_sizes)``: the rank's units in reading order (round-robin
+    over its workers' lists), the worker that reads each, and its batch sizes (round-robin
+    over the workers' shares).
+    """
+    ws = sorted(w for (r, w) in plan if r == rank)
+    units, owners = _round_robin([plan[(rank, w)][0] for w in ws])
+    sizes, _ = _round_robin([plan[(rank, w)][1] for w in ws])
+    return units, [ws[o] for o in owners], sizes
 
 
 # --------------------------------------------------------------------------------------------
 # the stream
-
-
-class _Chunk:
-    """One decoded store chunk in the shuffle buffer: the whole chunk's pixels (masked in place)
-    and, per selected row, its position in the chunk, statistics, D4 code and scalars."""
-
-    __slots__ = ("codes", "ids", "images", "label", "live", "local", "meta", "stats")
-
-    def __init__(self, images, local, stats, codes, ids, label, meta):
-        self.images, self.local, self.stats, self.codes = images, local, stats, codes
-        self.ids, self.label, self.meta = ids, label, meta
-        self.live = int(local.size)
-
-
-class _Pool:
-    """Shuffle buffer of decoded chunks; a batch is normalised straight into its output.
-
-    Entries are (chunk, row) index pairs, so adding a chunk copies no pixels; :meth:`take`
-    draws ``k`` entries (uniformly without replacement, or FIFO without ``rng``), removes them
-    in O(k) and writes their network input with one
-    :func:`gen5dask.kernels.normalize.apply_norm_into` call per chunk involved. A chunk is
-    dropped once all its rows are taken. Memory stays bounded: when the chunks held have more
-    than ``2 x`` (pending entries + one chunk) rows, the remaining rows of the chunks that are
-    less than half used are copied into one compact chunk (each row is copied O(1) times on
-    average).
-    """
-
-    def __init__(self, rng: np.random.Generator | None, *, clip: float, channels_last: bool):
-        self.rng = rng
-        self.clip = clip
-        self.channels_last = channels_last
-        self.chunks: list[_Chunk | None] = []
-        self.cid = np.zeros(0, np.int64)
-        self.pos = np.zeros(0, np.int64)
-        self.n = 0
-        self.held = 0  # rows of the chunk arrays held (selected or not)
-        self.max_chunk = 0
-
-    def _compact(self) -> None:
-        live = [c for c, ch in enumerate(self.chunks) if ch is not None]
-        sparse = [c for c in live
-                  if 2 * self.chunks[c].live < self.chunks[c].images.shape[0]]
-        if len(sparse) < 2:
-            return
-        ent = np.flatnonzero(np.isin(self.cid[: self.n], sparse))
-        cids, poss = self.cid[ent], self.pos[ent]
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in (
-            "images", "stats", "codes", "ids", "label", "meta")}
-        for c in sparse:
-            ch = self.chunks[c]
-            p = poss[cids == c]
-            parts["images"].append(ch.images[ch.local[p]])
-            for k in ("stats", "codes", "ids", "label", "meta"):
-                parts[k].append(getattr(ch, k)[p])
-            self.held -= ch.images.shape[0]
-            self.chunks[c] = None
-        order = np.concatenate([np.flatnonzero(cids == c) for c in sparse])
-        cat = {k: np.concatenate(v) for k, v in parts.items()}
-        m = cat["images"].shape[0]
-        new = _Chunk(cat["images"], np.arange(m, dtype=np.int64), cat["stats"], cat["codes"],
-                     cat["ids"], cat["label"], cat["meta"])
-        self.chunks.append(new)
-        self.held += m
-        self.cid[ent[order]] = len(self.chunks) - 1
-        self.pos[ent[order]] = np.arange(m)
-
-    def add(self, ch: _Chunk) -> None:
-        self.held += ch.images.shape[0]
-        self.max_chunk = max(self.max_chunk, ch.images.shape[0])
-        m = ch.live
-        c = len(self.chunks)
-        self.chunks.append(ch)
-        if self.n + m > self.cid.size:
-            cap = max(self.n + m, 2 * self.cid.size)
-            for name in ("cid", "pos"):
-                grown = np.empty(cap, np.int64)
-                grown[: self.n] = getattr(self, name)[: self.n]
-                setattr(self, name, grown)
-        self.cid[self.n : self.n + m] = c
-        self.pos[self.n : self.n + m] = np.arange(m)
-        self.n += m
-        if self.held > 2 * (self.n + self.max_chunk):
-            self._compact()
-
-    def take(self, k: int, out: np.ndarray, n_meta: int) -> dict[str, np.ndarray]:
-        n = self.n
-        if self.rng is None:  # FIFO
-            cids, poss = self.cid[:k].copy(), self.pos[:k].copy()
-            self.cid[: n - k] = self.cid[k:n]
-            self.pos[: n - k] = self.pos[k:n]
-        else:
-            idx = self.rng.choice(n, size=k, replace=False)
-            cids, poss = self.cid[idx], self.pos[idx]
-            keep = np.ones(n, dtype=bool)
-            keep[idx] = False
-            holes = idx[idx < n - k]
-            movers = np.flatnonzero(keep[n - k :]) + (n - k)
-            self.cid[holes] = self.cid[movers]
-            self.pos[holes] = self.pos[movers]
-        self.n = n - k
-        label = np.empty(k, np.float32)
-        ids = np.empty(k, np.int64)
-        meta = np.empty((k, n_meta), np.float32)
-        for c in np.unique(cids):
-            m = np.flatnonzero(cids == c)
-            ch = self.chunks[int(c)]
-            p = poss[m]
-            apply_norm_into(ch.images, ch.local[p], ch.stats[p], out, m, codes=ch.codes[p],
-                            clip=self.clip, channels_last=self.channels_last)
-            label[m] = ch.label[p]
-            ids[m] = ch.ids[p]
-            meta[m] = ch.meta[p]
-            ch.live -= m.size
-            if ch.live == 0:
-                self.held -= ch.images.shape[0]
-                self.chunks[int(c)] = None
-        return {"label": label, "sample": ids, "meta": meta}
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -586,21 +485,19 @@ class _Legacy:
         return st, np.zeros(local.size, np.int64)
 
 
-#: slots per loader worker beyond the prefetch depth (see :func:`make_loader`)
-_SLOT_SLACK = 2
-#: seconds a worker waits for a free output slot before reporting a stalled consumer
-SLOT_TIMEOUT_S = 600.0
+class StampStream:
+    """Batches streamed from stores, in an order fixed by (seed, epoch, world size).
 
+    The work is split in two (see the module docstring):
 
-class StampStream(IterableDataset):
-    """Iterable of ready batches streamed from stores (use through :func:`make_loader`).
-
-    Per store chunk a worker decodes the pixels once (store arrays opened once per worker),
-    applies the transform's ``prepare`` to the chunk in place (centre mask, normalisation
-    statistics — cached per sample when the selections carry ``stats`` — and D4 codes) and
-    puts (chunk, row) entries in the shuffle buffer; each batch is then normalised, D4-rotated
-    and laid out (channels-last by default) in one pass into its output. Per sample that is
-    the decode plus about one pass over the pixels.
+    * :meth:`write_unit` (run by the loader workers): decode one store chunk — straight into
+      the ring when all its rows are selected — keep the selected rows, apply the transform's
+      ``prepare`` in place (centre mask, normalisation statistics: the cached ones unless the
+      mask can change them, D4 codes);
+    * the consumer (:class:`StreamLoader`, in the training process) cuts the rank's sample
+      sequence (sliding shuffle, see the module docstring) and writes every batch's network
+      input — normalised, D4-rotated, channels-last — with one
+      :func:`gen5dask.kernels.normalize.apply_norm_into` call.
 
     Parameters
     ----------
@@ -609,11 +506,12 @@ class StampStream(IterableDataset):
     batch_size : int
         Largest batch.
     seed : int
-        Run seed (unit permutation, shuffle buffer, augmentation keys).
+        Run seed (unit permutation, shuffle keys, augmentation keys).
     shuffle : bool
-        Training order (permuted units + shuffle buffer); False streams in store order.
+        Training order (permuted units + sliding shuffle); False streams in store order.
     shuffle_buffer : int
-        Samples held in the buffer before emitting (per worker).
+        Shuffle depth, samples (per rank): a sample is emitted on average this many places after
+        its arrival in the rank's unit sequence, at most 3x (key: arrival + U[0, 1) * 2 depth).
     transform : object, optional
         :class:`gen5dask.train.augment.TrainTransform` or ``EvalTransform`` (anything with
         ``prepare`` and ``clip``), or a plain ``transform(images, ids, psfsize_r, epoch)``
@@ -650,7 +548,6 @@ class StampStream(IterableDataset):
         world_size: int | None = None,
         channels_last: bool = True,
     ):
-        super().__init__()
         self.selections = list(selections)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -665,12 +562,10 @@ class StampStream(IterableDataset):
             meta_std, np.float32)
         self._rank = rank
         self._world = world_size
-        self._epoch = torch.zeros(1, dtype=torch.int64)  # shared with persistent workers
-        self.num_workers = 0  # set by make_loader so the plan knows the worker count
-        self._slots: torch.Tensor | None = None
-        self._released: Any = None
-        self._plan_buf: torch.Tensor | None = None
+        self._epoch = 0
+        self.num_workers = 0  # set by make_loader (the plan deals units to this many workers)
         self._arrays: dict[str, Any] = {}
+        self._xform: Any = None
         geoms = [store_geometry(s.path) for s in self.selections]
         self.geometry = (len(geoms[0]["bands"]), geoms[0]["stamp_size"]) if geoms else (0, 0)
         for s, g in zip(self.selections, geoms, strict=True):
@@ -684,17 +579,16 @@ class StampStream(IterableDataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_arrays"] = {}  # open store handles stay in their process
+        state["_xform"] = None
         return state
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch[0])
+        return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (permutation and augmentation keys); call before iterating.
-
-        Seen by persistent loader workers too (the epoch lives in shared memory)."""
-        self._epoch[0] = int(epoch)
+        """Select the epoch (permutation and augmentation keys); call before iterating."""
+        self._epoch = int(epoch)
 
     @property
     def rank_world(self) -> tuple[int, int]:
@@ -702,11 +596,12 @@ class StampStream(IterableDataset):
         return (self._rank if self._rank is not None else r,
                 self._world if self._world is not None else w)
 
-    def plan(self) -> dict[tuple[int, int], tuple[list[int], list[int]]]:
-        """This epoch's :func:`plan_epoch` for every (rank, worker)."""
+    def plan(self, epoch: int | None = None) -> dict[tuple[int, int], tuple[list[int], list[int]]]:
+        """The :func:`plan_epoch` of ``epoch`` (default: the current one), every (rank, worker)."""
         _, world = self.rank_world
         return plan_epoch(
-            [u.size for u in self.units], seed=self.seed, epoch=self.epoch, shuffle=self.shuffle,
+            [u.size for u in self.units], seed=self.seed,
+            epoch=self.epoch if epoch is None else int(epoch), shuffle=self.shuffle,
             world_size=world, num_workers=self.num_workers, batch_size=self.batch_size,
         )
 
@@ -719,13 +614,20 @@ class StampStream(IterableDataset):
         """Selected samples over all ranks."""
         return sum(len(s) for s in self.selections)
 
-    def _transform(self):
-        t = self.transform
-        if t is None:
-            from gen5dask.train.augment import EvalTransform
+    def max_unit(self) -> int:
+        """Rows of the largest work unit."""
+        return max((u.size for u in self.units), default=0)
 
-            return EvalTransform()
-        return t if hasattr(t, "prepare") else _Legacy(t)
+    def transform_obj(self):
+        """The transform as an object with ``prepare`` and ``clip``."""
+        if self._xform is None:
+            t = self.transform
+            if t is None:
+                from gen5dask.train.augment import EvalTransform
+
+                t = EvalTransform()
+            self._xform = t if hasattr(t, "prepare") else _Legacy(t)
+        return self._xform
 
     def _array(self, path: str, name: str):
         k = f"{path}::{name}"
@@ -738,7 +640,9 @@ class StampStream(IterableDataset):
                 self._arrays[k] = zarr.open_group(str(path), mode="r")[name]
         return self._arrays[k]
 
-    def _check_ids(self, units: Sequence[int]) -> None:
+    # -- worker side (gen5dask.train.workerpool.UnitWriter)
+
+    def begin_epoch(self, epoch: int, units: list[int]) -> None:
         """Once per epoch and worker: the selected rows still hold the selected sample ids."""
         for src in sorted({self.units[u].source for u in units}):
             sel = self.selections[src]
@@ -752,171 +656,270 @@ class StampStream(IterableDataset):
                 )
                 raise RuntimeError(msg)
 
-    def _read_unit(self, u: Unit, transform) -> _Chunk:
-        sel = self.selections[u.source]
-        images = np.asarray(self._array(sel.path, "image")[u.start : u.stop])
-        if images.dtype != np.float32 or not images.flags.c_contiguous or not (
-                images.flags.writeable):
-            images = np.ascontiguousarray(images, dtype=np.float32).copy()
-        local = sel.rows[u.lo : u.hi] - u.start
-        ids = sel.sample[u.lo : u.hi]
-        stats = None if sel.stats is None else sel.stats[u.lo : u.hi]
-        st, codes = transform.prepare(images, local, ids, sel.psfsize_r[u.lo : u.hi], stats,
-                                      self.epoch)
-        meta = ((sel.meta[u.lo : u.hi] - self.meta_mean) / self.meta_std).astype(np.float32)
-        return _Chunk(images, local, st, codes, ids, sel.label[u.lo : u.hi], meta)
+    def write_unit(self, unit: int, epoch: int, arrays: dict[str, np.ndarray], row: int) -> None:
+        """Prepared rows of work unit ``unit`` into ``arrays`` rows ``row : row + size``.
 
-    def _out_shape(self, k: int) -> tuple[int, ...]:
+        ``arrays``: ``image`` float32 ``(cap, nb, H, W)`` (flux after the transform's
+        ``prepare``: centre-masked), ``stats`` float32 ``(cap, nb, 2)`` and ``codes`` int64
+        ``(cap,)``.
+        """
+        u = self.units[unit]
+        sel = self.selections[u.source]
+        k = u.size
+        dst = arrays["image"][row : row + k]
+        arr = self._array(sel.path, "image")
+        if k == u.stop - u.start and arr.dtype == np.float32:
+            from zarr.core.buffer import default_buffer_prototype
+
+            arr.get_basic_selection(  # decode straight into the ring
+                slice(u.start, u.stop),
+                out=default_buffer_prototype().nd_buffer.from_numpy_array(dst))
+        else:
+            chunk = np.asarray(arr[u.start : u.stop])
+            local = sel.rows[u.lo : u.hi] - u.start
+            if chunk.dtype == np.float32:
+                np.take(chunk, local, axis=0, out=dst)
+            else:
+                dst[...] = chunk[local]
+        stats = None if sel.stats is None else sel.stats[u.lo : u.hi]
+        st, codes = self.transform_obj().prepare(
+            dst, np.arange(k, dtype=np.int64), sel.sample[u.lo : u.hi],
+            sel.psfsize_r[u.lo : u.hi], stats, epoch)
+        arrays["stats"][row : row + k] = st
+        arrays["codes"][row : row + k] = codes
+
+    # -- consumer side
+
+    def out_shape(self, k: int) -> tuple[int, ...]:
+        """Memory shape of a batch of ``k`` images (``(k, H, W, nb)`` channels-last)."""
         nb, size = self.geometry
         return (k, size, size, nb) if self.channels_last else (k, nb, size, size)
 
-    def _image_tensor(self, t: torch.Tensor) -> torch.Tensor:
+    def image_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """The ``(k, nb, H, W)`` view of a batch tensor of :meth:`out_shape`."""
         return t.permute(0, 3, 1, 2) if self.channels_last else t
 
+    def ring_shapes(self, cap: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+        nb, size = self.geometry
+        return {"image": ((cap, nb, size, size), torch.float32),
+                "stats": ((cap, nb, 2), torch.float32), "codes": ((cap,), torch.int64)}
+
+    def ring_rows(self, prefetch_batches: int = 4) -> int:
+        """Ring capacity, rows: three times the shuffle depth, a batch and three units (enough
+        that the consumer never waits on space it holds itself), plus ``prefetch_batches``
+        batches."""
+        s = max(self.shuffle_buffer, 1)
+        return 3 * s + (1 + int(prefetch_batches)) * self.batch_size + 3 * max(self.max_unit(), 1)
+
+    def unit_scalars(self, unit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ids, labels and standardised metadata of a unit's rows."""
+        u = self.units[unit]
+        sel = self.selections[u.source]
+        meta = ((sel.meta[u.lo : u.hi] - self.meta_mean) / self.meta_std).astype(np.float32)
+        return sel.sample[u.lo : u.hi], sel.label[u.lo : u.hi], meta
+
     def __iter__(self):
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        rank, _ = self.rank_world
-        if info is not None and self._plan_buf is not None:
-            units, sizes = self._shared_plan(worker)  # computed by the training process
-        else:
-            units, sizes = self.plan().get((rank, worker), ([], []))
-        if units:
-            self._check_ids(units)
-        rng = None
-        if self.shuffle:
-            rng = generator(self.seed, BUFFER_STAGE, rank * 65536 + worker, 0, self.epoch)
-        transform = self._transform()
-        pool = _Pool(rng, clip=transform.clip, channels_last=self.channels_last)
-        use_slots = info is not None and self._slots is not None
-        fill = self._released_count(worker) if use_slots else 0
-        n_meta = self.meta_mean.shape[0]
-
-        def emit(k: int) -> dict:
-            nonlocal fill
-            if not use_slots:
-                t = torch.empty(self._out_shape(k), dtype=torch.float32)
-                cols = pool.take(k, t.numpy(), n_meta)
-                return {"image": self._image_tensor(t),
-                        **{c: torch.from_numpy(v) for c, v in cols.items()}}
-            slot = self._wait_slot(worker, fill)
-            cols = pool.take(k, self._slots[worker, slot, :k].numpy(), n_meta)
-            fill += 1
-            return {"slot": slot, "worker": worker, "n": k, **cols}
-
-        j = 0
-        for ui in units:
-            pool.add(self._read_unit(self.units[ui], transform))
-            while j < len(sizes) and pool.n >= self.shuffle_buffer + sizes[j]:
-                yield emit(sizes[j])
-                j += 1
-        while j < len(sizes):
-            yield emit(sizes[j])
-            j += 1
-
-    # -- the epoch plan and output slots shared with the training process (workers only)
-
-    def _plan_size(self) -> int:
-        n_units = len(self.units)
-        return 2 * self.num_workers + 2 * n_units + self.num_samples() // max(
-            self.batch_size, 1) + 2 * self.num_workers + 8
-
-    def _publish_plan(self) -> None:
-        """Write this rank's plan for the current epoch into the shared plan buffer."""
-        rank, _ = self.rank_world
-        plan = self.plan()
-        nw = self.num_workers
-        buf = self._plan_buf
-        header, body = [], []
-        for w in range(nw):
-            units, sizes = plan.get((rank, w), ([], []))
-            header += [len(units), len(sizes)]
-            body += list(units) + list(sizes)
-        vals = np.asarray(header + body, dtype=np.int64)
-        if vals.size > buf.shape[0]:
-            msg = f"epoch plan needs {vals.size} entries, buffer has {buf.shape[0]}"
-            raise RuntimeError(msg)
-        buf.numpy()[: vals.size] = vals
-
-    def _shared_plan(self, worker: int) -> tuple[list[int], list[int]]:
-        b = self._plan_buf.numpy()
-        nw = self.num_workers
-        off = 2 * nw
-        for w in range(nw):
-            nu, ns = int(b[2 * w]), int(b[2 * w + 1])
-            if w == worker:
-                return b[off : off + nu].tolist(), b[off + nu : off + nu + ns].tolist()
-            off += nu + ns
-        return [], []
-
-    def _released_count(self, worker: int) -> int:
-        with self._released.get_lock():
-            return int(self._released[worker])
-
-    def _wait_slot(self, worker: int, fill: int) -> int:
-        n_slots = self._slots.shape[1]
-        t0 = time.monotonic()
-        while fill - self._released_count(worker) >= n_slots:
-            if time.monotonic() - t0 > SLOT_TIMEOUT_S:
-                msg = (f"loader worker {worker}: no output slot released for {SLOT_TIMEOUT_S:.0f}"
-                       " s (the training process stopped consuming batches?)")
-                raise RuntimeError(msg)
-            time.sleep(0.0005)
-        return fill % n_slots
+        loader = StreamLoader(self, 0)
+        try:
+            yield from loader
+        finally:
+            loader.close()
 
 
-def _identity(batch):
-    return batch
+class _Run:
+    """One epoch's work queued in the pool: the rank's units, their ring positions, job
+    sequence numbers and batch sizes."""
+
+    __slots__ = ("arrival", "end", "epoch", "pos", "seq", "sizes", "units")
+
+    def __init__(self, epoch, units, pos, seq, sizes, end, arrival):
+        self.epoch, self.units, self.pos, self.seq = epoch, units, pos, seq
+        self.sizes, self.end, self.arrival = sizes, end, arrival
 
 
 class StreamLoader:
-    """Iterable over a :class:`StampStream` through a DataLoader (see :func:`make_loader`).
+    """Iterable of a :class:`StampStream`'s batches through persistent loader workers.
 
-    Yields the stream's batches as tensors. With workers, a worker writes each batch's images
-    into one of its output slots (shared memory allocated here, so no per-batch allocation,
-    page faults or pickling of pixels); this process copies the batch out — into pinned memory
-    with ``pin_memory`` — and hands the slot back before yielding.
+    Workers (:mod:`gen5dask.train.workerpool`) decode and prepare work units into a shared
+    ring; this process shuffles the rank's samples (sliding shuffle keyed by seed, rank, unit
+    place and epoch) and writes each batch's network input into a new
+    tensor (pinned with ``pin_memory``) with one fused kernel call, then releases the ring
+    rows. When an epoch starts, the next epoch's units are queued too, so the workers keep
+    reading across the epoch boundary (during validation, say); if another epoch is asked
+    for, that work is dropped. The order and content of the batches depend only on (seed,
+    epoch, world size) — not on the number of workers.
     """
 
-    def __init__(self, stream: StampStream, dataloader: DataLoader | None, *,
-                 pin_memory: bool = False):
+    def __init__(self, stream: StampStream, num_workers: int = 0, *, pin_memory: bool = False,
+                 prefetch_factor: int = 4, start_method: str = "forkserver",
+                 speculate: bool = True):
         self.stream = stream
-        self.dataloader = dataloader
+        self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
-        self._slot_stream = dataloader.dataset if dataloader is not None else None
+        self.start_method = start_method
+        self.speculate = bool(speculate)
+        self.cap = stream.ring_rows(prefetch_factor)
+        self._pool: Any = None
+        self._ring: dict[str, torch.Tensor] = {}
+        self._runs: collections.deque[_Run] = collections.deque()
+        self._next_pos = 0
+        self._next_seq = 0
+        self._dirty = False
+        self._finalizer: Any = None
 
     def __len__(self) -> int:
         return self.stream.num_batches()
 
-    def __iter__(self):
-        if self.dataloader is None:
-            for b in self.stream:
-                if self.pin_memory:
-                    b = {k: v.pin_memory() for k, v in b.items()}
-                yield b
+    def _ensure_pool(self) -> None:
+        if self._pool is not None:
             return
-        ws = self._slot_stream
-        ws._publish_plan()  # before the workers (re)start this epoch's iteration
-        for msg in self.dataloader:
-            w, slot, n = msg["worker"], msg["slot"], msg["n"]
-            src = ws._slots[w, slot, :n]
-            raw = torch.empty(src.shape, dtype=src.dtype, pin_memory=self.pin_memory)
-            np.copyto(raw.numpy(), src.numpy())  # one memcpy, no intra-op thread wake-up
-            img = ws._image_tensor(raw)
-            with ws._released.get_lock():
-                ws._released[w] += 1
-            out = {"image": img}
-            for c in ("label", "sample", "meta"):
-                t = torch.from_numpy(msg[c])
-                out[c] = t.pin_memory() if self.pin_memory else t
-            yield out
+        from gen5dask.train.workerpool import InlinePool, WorkerPool, ring_arrays
+
+        shared = self.num_workers > 0
+        self._ring = ring_arrays(self.stream.ring_shapes(self.cap), shared=shared)
+        if shared:
+            self._pool = WorkerPool(self.stream, self.num_workers, self._ring,
+                                    loader_context(self.start_method))
+        else:
+            self._pool = InlinePool(self.stream, self._ring)
+        self._finalizer = weakref.finalize(self, self._pool.close)
+
+    def _merged(self, epoch: int) -> tuple[list[int], list[int], list[int]]:
+        rank, _ = self.stream.rank_world
+        units, owners, sizes = merge_plan(self.stream.plan(epoch), rank)
+        n_units = sum(self.stream.units[u].size for u in units)
+        if sum(sizes) != n_units:
+            msg = (f"epoch plan of epoch {epoch}: batch sizes sum to {sum(sizes)} but the "
+                   f"units hold {n_units} samples")
+            raise ValueError(msg)
+        return units, owners, sizes
+
+    def _submit(self, epoch: int) -> _Run:
+        units, owners, sizes = self._merged(epoch)
+        cap, p = self.cap, self._next_pos
+        pos, seq = [], []
+        jobs: list[list[tuple[int, int, int, int]]] = [[] for _ in range(max(self.num_workers,
+                                                                              1))]
+        for u, w in zip(units, owners, strict=True):
+            k = self.stream.units[u].size
+            if p % cap + k > cap:  # never split a unit across the ring's end
+                p = (p // cap + 1) * cap
+            pos.append(p)
+            seq.append(self._next_seq)
+            jobs[w % len(jobs)].append((self._next_seq, u, p, k))
+            self._next_seq += 1
+            p += k
+        self._next_pos = p
+        self._pool.submit(epoch, jobs)
+        arrival = np.cumsum([0] + [self.stream.units[u].size for u in units])[:-1]
+        return _Run(epoch, units, pos, seq, sizes, p, arrival.tolist())
+
+    def _reset(self) -> None:
+        self._pool.abort()
+        self._runs.clear()
+        self._next_pos = 0
+        self._next_seq = 0
+
+    def __iter__(self):
+        self._ensure_pool()
+        epoch = self.stream.epoch
+        run = self._runs[0] if self._runs else None
+        if (self._dirty or run is None or run.epoch != epoch
+                or (run.units, run.sizes) != tuple(self._merged(epoch)[::2])):
+            self._reset()
+            run = self._submit(epoch)
+        else:
+            self._runs.popleft()
+        if self.speculate:
+            self._runs.append(self._submit(epoch + 1))
+        self._dirty = True
+        yield from self._batches(run)
+        self._dirty = False
+
+    def _key_floor(self, run: _Run, a):
+        """Smallest shuffle key of a sample with arrival index ``a``: ``a`` clipped to
+        ``[D, N - D]`` (``D`` the shuffle depth, ``N`` the rank's samples), so the first and
+        the last ``D`` arrivals are mixed like the rest (no start/end transient); without
+        shuffling, ``a``."""
+        d = self.stream.shuffle_buffer if self.stream.shuffle else 0
+        if d <= 0:
+            return a
+        return np.minimum(np.maximum(a, d), sum(run.sizes) - d)
+
+    def _unit_entries(self, run: _Run, i: int) -> list[np.ndarray]:
+        """Wait for unit ``i`` of the run; its rows' shuffle keys, ring rows and scalars.
+
+        Shuffle key of the sample with arrival index ``a`` (its place in the rank's unit
+        sequence): ``floor(a) + U[0, 1) * 2 * shuffle_buffer`` (:meth:`_key_floor`), ``U``
+        keyed by (seed, rank, unit place, epoch): on average a sample waits ``shuffle_buffer``
+        places, as in a shuffle buffer of that size, and never more than 3x that.
+        """
+        st = self.stream
+        self._pool.wait(run.seq[i])
+        u = run.units[i]
+        k = st.units[u].size
+        keys = self._key_floor(run, run.arrival[i] + np.arange(k, dtype=np.float64))
+        if st.shuffle and st.shuffle_buffer > 0:
+            rank, _ = st.rank_world
+            keys = keys + 2 * st.shuffle_buffer * generator(
+                st.seed, BUFFER_STAGE, rank, i, run.epoch).random(k)
+        rows = run.pos[i] % self.cap + np.arange(k, dtype=np.int64)
+        return [keys, rows, *st.unit_scalars(u),
+                np.full(k, run.pos[i], dtype=np.int64)]
+
+    def _batches(self, run: _Run):
+        """The run's batches: samples in shuffle-key order (each one displaced by less than
+        ``3 * shuffle_buffer`` places from its arrival, so what is held stays bounded and ring
+        rows can be released oldest first). A batch is emitted once no later arrival can have
+        a smaller key."""
+        st = self.stream
+        clip = st.transform_obj().clip
+        img, stats, codes = (self._ring[k].numpy() for k in ("image", "stats", "codes"))
+        n_units = len(run.units)
+        # pending entries sorted by key: key, ring row, id, label, meta, unit ring position
+        pend: list[np.ndarray] | None = None
+        nxt = 0
+        for s in run.sizes:
+            while nxt < n_units and (pend is None or pend[0].shape[0] < s
+                                     or pend[0][s - 1] >= self._key_floor(
+                                         run, run.arrival[nxt])):
+                cols = self._unit_entries(run, nxt)
+                nxt += 1
+                if pend is not None:
+                    cols = [np.concatenate([p, c]) for p, c in zip(pend, cols, strict=True)]
+                order = np.argsort(cols[0], kind="stable")
+                pend = [c[order] for c in cols]
+            if pend is None or pend[0].shape[0] < s:
+                msg = "epoch plan: more batch samples than selected samples"
+                raise RuntimeError(msg)
+            _, src, ids, lab, meta, _ = (c[:s] for c in pend)
+            pend = [c[s:] for c in pend]
+            out = torch.empty(st.out_shape(s), dtype=torch.float32, pin_memory=self.pin_memory)
+            apply_norm_into(img, src, stats[src], out.numpy(), np.arange(s, dtype=np.int64),
+                            codes=codes[src], clip=clip, channels_last=st.channels_last)
+            # ring rows before the oldest unit with a pending sample are all in batches
+            if pend[0].shape[0]:
+                self._pool.release(int(pend[5].min()))
+            else:
+                self._pool.release(run.pos[nxt - 1] + st.units[run.units[nxt - 1]].size
+                                   if nxt else run.pos[0] if n_units else 0)
+            yield {"image": st.image_tensor(out), "label": torch.from_numpy(lab),
+                   "sample": torch.from_numpy(ids), "meta": torch.from_numpy(meta)}
+        if nxt != n_units or (pend is not None and pend[0].shape[0]):
+            msg = "epoch plan: fewer batch samples than selected samples"
+            raise RuntimeError(msg)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running loader workers (empty before the first iteration)."""
+        return [p.pid for p in getattr(self._pool, "procs", [])]
 
     def close(self) -> None:
-        """Stop the persistent worker processes (also happens when the loader is collected)."""
-        dl, self.dataloader = self.dataloader, None
-        it = getattr(dl, "_iterator", None) if dl is not None else None
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
+        """Stop the worker processes (also happens when the loader is collected)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._pool = None
+        self._runs.clear()
+        self._dirty = False
 
 
 START_METHODS = ("forkserver", "spawn")
@@ -943,38 +946,32 @@ def loader_context(start_method: str = "forkserver"):
 
 
 def make_loader(stream: StampStream, *, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int = 4, start_method: str = "forkserver") -> StreamLoader:
-    """A loader over a :class:`StampStream` (batches come ready from the stream).
+                prefetch_factor: int = 4, start_method: str = "forkserver",
+                speculate: bool = True) -> StreamLoader:
+    """A loader over a :class:`StampStream`.
 
     Parameters
     ----------
     stream : StampStream
-        The stream; its ``num_workers`` is set so that its plan and ``num_batches`` match.
+        The stream; its ``num_workers`` is set so that its plan deals units to the workers.
     num_workers : int
-        Worker processes (0: load in this process). Workers are persistent (started once,
-        reused every epoch) and started with ``start_method`` (see :func:`loader_context`).
+        Worker processes (0: load in this process). Workers are persistent (started at the
+        first iteration, reused every epoch) and started with ``start_method`` (see
+        :func:`loader_context`). The batches do not depend on the number.
     pin_memory : bool
-        Copy batches into pinned (page-locked) memory for asynchronous host-to-GPU copies.
+        Write batches into pinned (page-locked) memory for asynchronous host-to-GPU copies.
     prefetch_factor : int
-        Batches each worker prepares ahead.
+        Batches of ring space beyond what the shuffle needs (how far workers run ahead).
+    speculate : bool
+        When an epoch starts, queue the next epoch's work too (workers keep reading across
+        the epoch boundary; dropped if another epoch is asked for).
     """
     stream.num_workers = int(num_workers)
-    if num_workers <= 0:
-        return StreamLoader(stream, None, pin_memory=pin_memory)
     rank, world = stream.rank_world
-    stream._rank, stream._world = rank, world  # spawned workers have no process group
-    stream._epoch.share_memory_()
-    ctx = loader_context(start_method)
-    ws = copy.copy(stream)
-    n_slots = int(prefetch_factor) + _SLOT_SLACK
-    ws._slots = torch.empty((int(num_workers), n_slots, *ws._out_shape(stream.batch_size)),
-                            dtype=torch.float32).share_memory_()
-    ws._released = ctx.Array("q", int(num_workers))
-    ws._plan_buf = torch.zeros(ws._plan_size(), dtype=torch.int64).share_memory_()
-    dl = DataLoader(ws, batch_size=None, num_workers=int(num_workers), collate_fn=_identity,
-                    multiprocessing_context=ctx, persistent_workers=True,
-                    prefetch_factor=int(prefetch_factor))
-    return StreamLoader(stream, dl, pin_memory=pin_memory)
+    stream._rank, stream._world = rank, world  # worker processes have no process group
+    return StreamLoader(stream, num_workers, pin_memory=pin_memory,
+                        prefetch_factor=prefetch_factor, start_method=start_method,
+                        speculate=speculate)
 
 
 __all__ = [
@@ -989,6 +986,7 @@ __all__ = [
     "loader_context",
     "make_loader",
     "make_units",
+    "merge_plan",
     "plan_epoch",
     "select_rows",
     "selection_from_table",

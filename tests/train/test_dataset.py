@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import pytest
 
@@ -13,6 +11,7 @@ from gen5dask.train.dataset import (
     arm_selection,
     keyed_subsample,
     make_loader,
+    merge_plan,
     plan_epoch,
     select_rows,
     store_table,
@@ -81,12 +80,18 @@ def test_plan_epoch_partitions_units(world, workers):
                       num_workers=workers, batch_size=8)
     seen = sorted(u for units, _ in plan.values() for u in units)
     assert seen == list(range(len(sizes)))
-    per_rank = collections.Counter()
-    for (r, _w), (units, bsz) in plan.items():
-        assert sum(bsz) == sum(sizes[u] for u in units)
+    n_batches = set()
+    for r in range(world):
+        units, owners, bsz = merge_plan(plan, r)
+        assert sum(bsz) == sum(sizes[u] for u in units)  # the rank's batches hold its samples
         assert all(0 < s <= 8 for s in bsz)
-        per_rank[r] += len(bsz)
-    assert len(set(per_rank.values())) == 1  # same number of batches on every rank
+        assert all(u in plan[(r, w)][0] for u, w in zip(units, owners, strict=True))
+        n_batches.add(len(bsz))
+        # the rank's sequence does not depend on the number of loader workers
+        one = merge_plan(plan_epoch(sizes, seed=1, epoch=2, shuffle=True, world_size=world,
+                                    num_workers=1, batch_size=8), r)
+        assert (units, bsz) == (one[0], one[2])
+    assert len(n_batches) == 1  # same number of batches on every rank
 
 
 def test_plan_epoch_order_depends_on_epoch():
@@ -149,3 +154,100 @@ def test_shuffle_changes_order_and_labels_follow_samples(stores):
         for i, lab_ in zip(b["sample"].numpy(), b["label"].numpy(), strict=True):
             assert lab[int(i)] == lab_
     assert b0[0]["image"].dtype.is_floating_point and b0[0]["image"].shape[1:] == (3, 32, 32)
+
+
+def _batches(loader):
+    return [(b["sample"].numpy().copy(), b["image"].numpy().copy()) for b in loader]
+
+
+def test_batches_identical_for_any_worker_count(stores):
+    """Same seed and epoch: the same batches, sample for sample and bit for bit, with 0, 1
+    or 2 loader workers (the order does not depend on the worker count)."""
+    from gen5dask.train.augment import TrainTransform
+
+    got = {}
+    for workers in (0, 1, 2):
+        d, _ = _stream(stores)
+        s = StampStream(d.selections, batch_size=7, seed=5, shuffle=True, shuffle_buffer=10,
+                        transform=TrainTransform(seed=5, mask=True))
+        loader = make_loader(s, num_workers=workers)
+        try:
+            got[workers] = []
+            for epoch in (0, 1):
+                s.set_epoch(epoch)
+                got[workers].append(_batches(loader))
+        finally:
+            loader.close()
+    for workers in (1, 2):
+        for ep in range(2):
+            assert len(got[workers][ep]) == len(got[0][ep])
+            for (i0, x0), (i1, x1) in zip(got[0][ep], got[workers][ep], strict=True):
+                assert np.array_equal(i0, i1)
+                np.testing.assert_array_equal(x0, x1)
+    assert not np.array_equal(np.concatenate([b[0] for b in got[0][0]]),
+                              np.concatenate([b[0] for b in got[0][1]]))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_prefetch_dropped_when_another_epoch_or_partial_iteration(stores, workers):
+    """The loader queues epoch e+1 while e runs; asking for another epoch, repeating one, or
+    abandoning an iteration half-way must still give exactly that epoch's batches."""
+    d, s = _stream(stores)
+    ref = {}
+    for epoch in (0, 1, 4):
+        s.set_epoch(epoch)
+        ref[epoch] = [b[0] for b in _batches(make_loader(s))]
+    d, s = _stream(stores)
+    loader = make_loader(s, num_workers=workers, prefetch_factor=0)
+    try:
+        for epoch in (0, 1, 1, 4, 0):
+            s.set_epoch(epoch)
+            ids = [b[0] for b in _batches(loader)]
+            assert len(ids) == len(ref[epoch])
+            assert all(np.array_equal(a, b) for a, b in zip(ids, ref[epoch], strict=True))
+            s.set_epoch(epoch + 1 if epoch != 4 else 1)
+            next(iter(loader))  # abandoned after one batch
+    finally:
+        loader.close()
+
+
+def test_worker_error_is_raised_with_its_message(stores, tmp_path):
+    import shutil
+
+    shutil.copytree(stores / "train.zarr", tmp_path / "train.zarr")
+    d = arm_selection(train_path=tmp_path / "train.zarr", hardneg_path=None, split="train",
+                      inject_mode="calibrated", hard_negatives=False, seed=1)
+    s = StampStream(d.selections, batch_size=7, seed=5, shuffle=True, shuffle_buffer=10)
+    loader = make_loader(s, num_workers=1)
+    try:
+        s.set_epoch(0)
+        assert len(_batches(loader)) == s.num_batches()
+        for f in (tmp_path / "train.zarr" / "image" / "c").rglob("*"):
+            if f.is_file():
+                f.write_bytes(b"not a blosc frame")  # corrupt every image chunk
+        s.set_epoch(3)
+        with pytest.raises(RuntimeError, match="loader worker 0 failed"):
+            _batches(loader)
+    finally:
+        loader.close()
+
+
+def test_sliding_shuffle_mixes_units_and_bounds_displacement(stores):
+    """Each sample leaves at most 3x the shuffle depth (+ a batch) after its arrival in the
+    rank's unit sequence, and the first batch already mixes several store chunks."""
+    d, s = _stream(stores)
+    s.set_epoch(2)
+    loader = make_loader(s)
+    units, _, _ = merge_plan(s.plan(), 0)
+    arrival, unit_of = {}, {}
+    for ui in units:
+        u = s.units[ui]
+        for sid in s.selections[u.source].sample[u.lo : u.hi]:
+            arrival[int(sid)] = len(arrival)
+            unit_of[int(sid)] = ui
+    out = np.concatenate([b["sample"].numpy() for b in loader])
+    depth = s.shuffle_buffer
+    disp = np.array([i - arrival[int(sid)] for i, sid in enumerate(out)])
+    assert disp.max() < 3 * depth + s.batch_size
+    assert len({unit_of[int(sid)] for sid in out[: s.batch_size]}) >= 3
+    assert not np.array_equal(out, np.array(sorted(arrival, key=arrival.get)))
