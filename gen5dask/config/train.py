@@ -70,12 +70,14 @@ class TrainConfig(Section):
     (``read_table`` column names); standardised with the training-selection mean/std stored in
     the model file. Listed in provenance so the leakage audit sees them."""
     shuffle_buffer: int = Field(1024, ge=0)
-    """In-memory shuffle buffer of the streaming loader, samples (per loader worker)."""
+    """Shuffle depth of the streaming loader, samples per rank: a sample comes out on average
+    this many places after it arrives in the rank's permuted chunk sequence, at most 3x.
+    Independent of ``num_workers``."""
     num_workers: int = Field(1, ge=0)
-    """Loader worker processes per rank (0: load in the training process, which then waits
-    for every batch). Workers are persistent and each decodes, masks, normalises and rotates
-    whole store chunks; one keeps a CPU model fed (``scripts/bench_loader.py``), add more to
-    feed a GPU (they scale ~linearly up to the free cores)."""
+    """Loader worker processes per rank (0: the training process loads). Workers are persistent;
+    each decodes whole store chunks into a shared-memory ring and applies the centre mask; the
+    training process normalises and rotates each batch in one pass. Batches are identical for
+    any number of workers."""
     loader_start_method: Literal["forkserver", "spawn"] = "forkserver"
     """How loader workers start: ``forkserver`` (fast; forks from a clean server process, never
     from the training process, whose zarr event loop or Dask client would deadlock a fork) or
