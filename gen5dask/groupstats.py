@@ -13,16 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _st
 
-from gen5dask.evaluate.stats import finite_or_none
-
-
-def _median_and_iqr(x: np.ndarray) -> tuple[float | None, float | None]:
-    if x.size == 0:
-        return None, None
-    q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75])
-    return finite_or_none(q50), finite_or_none(q75 - q25)
+from gen5dask.evaluate.stats import group_summary
 
 
 def cliffs_delta_sorted(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -102,21 +94,7 @@ def effect_sizes_by_code(values: np.ndarray, code: np.ndarray, names: Sequence[s
     cut = np.searchsorted(c[order], np.arange(len(names) + 1))
     groups = {nm: v[order[cut[k]:cut[k + 1]]] for nm, k in by_name}
     del order
-    out: dict = {"classes": {}, "pairs": []}
-    for nm, x in groups.items():
-        med, iqr = _median_and_iqr(x)
-        out["classes"][nm] = {"n": int(x.size), "mean": finite_or_none(x.mean()),
-                              "median": med, "iqr": iqr}
-    classes = list(groups)
-    for i, ca in enumerate(classes):
-        for cb in classes[i + 1:]:
-            xa, xb = groups[ca], groups[cb]
-            ks = _st.ks_2samp(xa, xb)
-            out["pairs"].append({
-                "a": ca, "b": cb, "cliffs_delta": cliffs_delta_sorted(xa, xb),
-                "ks_stat": finite_or_none(ks.statistic), "ks_p": finite_or_none(ks.pvalue),
-            })
-    return out
+    return group_summary(groups, delta=cliffs_delta_sorted)
 
 
 def class_means(values: np.ndarray, code: np.ndarray, names: Sequence[str]) -> dict[str, float]:

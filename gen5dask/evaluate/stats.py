@@ -31,6 +31,7 @@ __all__ = [
     "ad_permutation_test",
     "bootstrap_ci",
     "bootstrap_rng",
+    "group_summary",
     "cliffs_delta",
     "compare_populations",
     "effect_size_summary",
@@ -336,18 +337,25 @@ def effect_size_summary(values: np.ndarray, labels: Sequence) -> dict:
     names, code = np.unique(labels.astype(str), return_inverse=True)  # sorted, as sorted(set)
     code = code.ravel()
     classes = [str(c) for c in names]
-    groups = {c: values[code == i] for i, c in enumerate(classes)}
+    return group_summary({c: values[code == i] for i, c in enumerate(classes)})
+
+
+def group_summary(groups: dict, *, delta=None) -> dict:
+    """Per-class ``n``/mean/median/IQR and, for every pair of classes (in ``groups`` order),
+    Cliff's delta (``delta``, default :func:`cliffs_delta`) and the two-sample KS test."""
+    delta = cliffs_delta if delta is None else delta
     out: dict = {"classes": {}, "pairs": []}
     for c, x in groups.items():
         med, iqr = _median_iqr(x)
         out["classes"][c] = {"n": int(x.size), "mean": finite_or_none(x.mean()),
                              "median": med, "iqr": iqr}
+    classes = list(groups)
     for i, ca in enumerate(classes):
         for cb in classes[i + 1:]:
             xa, xb = groups[ca], groups[cb]
             ks = _st.ks_2samp(xa, xb)
             out["pairs"].append({
-                "a": ca, "b": cb, "cliffs_delta": cliffs_delta(xa, xb),
+                "a": ca, "b": cb, "cliffs_delta": delta(xa, xb),
                 "ks_stat": finite_or_none(ks.statistic), "ks_p": finite_or_none(ks.pvalue),
             })
     return out
