@@ -220,9 +220,9 @@ def anchors_colours(cfg) -> tuple[ColourLaw, dict]:
     sample = read_samples(path, rows, ["sample"])["sample"].astype(np.int64)
     info: dict[str, Any] = {
         "source": "anchors", "law": law.to_dict(), "summary": summary,
-        "method": (f"azimuthal-median residual in the {r_in}-{r_out} px annulus, pixels above "
-                   f"{ccfg.colour_threshold_sigma} sigma in r, r-band arc S/N >= "
-                   f"{ccfg.colour_min_snr}"),
+        "method": (f"arc-masked azimuthal-median residual in the {r_in}-{r_out} px annulus, "
+                   f"pixels above {ccfg.colour_threshold_sigma} sigma of the band-summed smoothed "
+                   f"detection map, r-band arc S/N >= {ccfg.colour_min_snr}"),
         "anchor_store": str(path),
         "per_anchor": {"sample": sample.tolist(),
                        "g_r": [None if not np.isfinite(v) else float(v) for v in m["g_r"]],
