@@ -218,9 +218,11 @@ def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float | None:
     """Cliff's delta ``P(a > b) - P(a < b)`` over all pairs, in O((n+m) log(n+m)).
 
     Computed from sorted ``b`` with ``searchsorted`` (ties count as neither); equal to the
-    brute-force pairwise definition. ``None`` if either sample is empty.
+    brute-force pairwise definition. ``a`` is sorted too, so the searches walk ``b`` in order
+    (at 10^7 samples random-access searches were most of the audit's class balance); the
+    integer counts, hence the result, do not depend on it. ``None`` if either sample is empty.
     """
-    a = np.asarray(a, dtype=np.float64).ravel()
+    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
     b = np.sort(np.asarray(b, dtype=np.float64).ravel())
     if a.size == 0 or b.size == 0:
         return None
