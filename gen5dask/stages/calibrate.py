@@ -94,8 +94,8 @@ def dry_run(
     -------
     dict or None
         ``arc_snr``, ``arc_snr_peak``, ``target``, ``src_dmag``, ``quality``, ``image_r``
-        (injected r-band stamps, nanomaggies), ``host_id`` and ``theta_e``; None when no host
-        store exists.
+        (injected r-band stamps, nanomaggies) and ``host_id``; None when no host store
+        exists.
     """
     try:
         host_path = resolve_hosts(cfg)
@@ -137,7 +137,6 @@ def dry_run(
         "quality": data["quality"],
         "image_r": data["image"][:, ir],
         "host_id": plan["host_id"],
-        "theta_e": data["theta_e"].astype(np.float64),
     }
 
 
