@@ -26,6 +26,12 @@ class ArmConfig(Section):
     keeps the mask only on the branch "Anchors improve, synthetic stable" (the mask helped real
     lenses without costing the injections); the plan carries only the ablation's *insights*
     into Gen5'. Resolved by the ``ablation`` stage and recorded in ``metrics.json``."""
+    init_from: str | None = None
+    """Name of an earlier arm whose trained weights start this arm (fine-tuning; ``None``:
+    random initialisation from the seed). With the default arms, Gen5' starts from Gen5: a
+    two-stage curriculum, bright Gen5-recipe arcs first, then the calibrated population. The
+    parent's model file is a parent of this arm's fingerprint (retraining the parent retrains
+    the child) and is named in the model file's provenance."""
 
 
 class DecisionConfig(Section):
@@ -98,6 +104,21 @@ class AblationConfig(Section):
             msg = f"ablation.arms: duplicate arm names {dup}"
             raise ValueError(msg)
         deciders = {self.decision.baseline_arm, self.decision.masked_arm}
+        order = {a.name: i for i, a in enumerate(self.arms)}
+        for i, a in enumerate(self.arms):
+            if a.init_from is not None and order.get(a.init_from, i) >= i:
+                msg = (f"ablation.arms: arm {a.name!r} has init_from {a.init_from!r}, which must "
+                       f"name an arm listed before it (arms: {list(order)})")
+                raise ValueError(msg)
+        by_name = {a.name: a for a in self.arms}
+        early = [a.name for a in self.arms if a.init_from is not None
+                 and a.center_mask != "decision"
+                 and by_name[a.init_from].center_mask == "decision"]
+        if early:
+            msg = (f"ablation.arms: {early} would be trained before the centre-masked ablation "
+                   "resolves their init_from arm (center_mask: decision); give them "
+                   "center_mask: decision too, or start them from another arm")
+            raise ValueError(msg)
         bad = [a.name for a in self.arms if a.center_mask == "decision" and a.name in deciders]
         if bad:
             msg = (f"ablation.arms: {bad} decide the centre-mask branch and cannot themselves "

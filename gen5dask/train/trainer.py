@@ -191,11 +191,43 @@ def meta_standardisation(data: ArmData, n_meta: int) -> tuple[np.ndarray, np.nda
 
 
 def store_parents(cfg, arm) -> list[dict]:
-    """Fingerprints of the stores an arm trains on (``train.zarr``, ``hardneg.zarr``)."""
+    """Fingerprints of what an arm trains on: ``train.zarr``, ``hardneg.zarr`` and, for an arm
+    with ``init_from``, the parent arm's model file (its training fingerprint)."""
     out = [fingerprint(cfg.layout.train)]
     if arm.hard_negatives and Path(cfg.layout.hardneg).exists():
         out.append(fingerprint(cfg.layout.hardneg))
+    if arm.init_from is not None:
+        out.append(parent_model_fingerprint(cfg, arm))
     return out
+
+
+def parent_model_fingerprint(cfg, arm) -> dict:
+    """``{"path", "config_hash", "n_samples"}`` of the model file ``arm.init_from`` names
+    (``config_hash``: its training fingerprint; ``n_samples``: its selected epoch)."""
+    path = cfg.layout.model(arm.init_from)
+    if not Path(path).exists():
+        msg = (f"arm {arm.name!r} starts from arm {arm.init_from!r} (init_from), but its model "
+               f"file {path} does not exist; train {arm.init_from!r} first")
+        raise FileNotFoundError(msg)
+    payload = load_model_file(path)
+    return {"path": str(path), "config_hash": str(payload["fingerprint"]),
+            "n_samples": int(payload["epoch"])}
+
+
+def initial_weights(cfg, arm, spec: dict) -> dict | None:
+    """State dict that starts ``arm`` (the ``init_from`` arm's selected weights), or ``None``.
+
+    Raises ``ValueError`` when the parent's architecture differs from ``spec``."""
+    if arm.init_from is None:
+        return None
+    path = cfg.layout.model(arm.init_from)
+    payload = load_model_file(path)
+    if dict(payload["arch"]) != dict(spec):
+        msg = (f"arm {arm.name!r}: init_from model {path} has architecture {payload['arch']}, "
+               f"this arm builds {spec}; both arms must use the same train.model, bands and "
+               "train.metadata_columns")
+        raise ValueError(msg)
+    return payload["state_dict"]
 
 
 def arm_fingerprint(cfg, arm, parents: list[dict]) -> str:
@@ -397,7 +429,13 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     spec = arch_spec(spec_args[0], in_channels=spec_args[1], n_meta=n_meta)
-    model = build_model(spec).to(device).to(memory_format=fmt)
+    model = build_model(spec)
+    start = initial_weights(cfg, arm, spec)
+    if start is not None:
+        model.load_state_dict(start)
+        if rank == 0:
+            log.info(f"[train {arm.name}] starting from the weights of arm {arm.init_from!r}")
+    model = model.to(device).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = LRSchedule(lr=tc.lr, epochs=tc.epochs, kind=tc.schedule,
                        warmup_frac=tc.warmup_frac, min_lr_frac=tc.min_lr_frac)
@@ -582,7 +620,9 @@ __all__ = [
     "load_model_file",
     "memory_format",
     "meta_standardisation",
+    "initial_weights",
     "norm_stats_dir",
+    "parent_model_fingerprint",
     "predict_logits",
     "resolve_device",
     "store_parents",
