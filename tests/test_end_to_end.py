@@ -47,6 +47,10 @@ def test_plan_writes_report_and_metrics(tiny_run):
     html = lay.report_html.read_text()
     for heading in ("Summary and verdict", "Gates", "Decision tree"):
         assert heading in html
+    training = html.split('id="training"')[1].split("</section>")[0]
+    for arm in ("baseline", "masked", "remediated"):  # each arm's recipe, from its model file
+        assert f"<td>{arm}</td>" in training
+    assert "random (seeded)" in training and "resnet_small" in training
     assert 'src="http' not in html and "url(http" not in html  # self-contained page
     assert "section failed" not in html
     metrics = json.loads(lay.metrics_json.read_text())

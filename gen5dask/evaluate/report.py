@@ -119,6 +119,8 @@ class ReportInputs:
     """``split/region_map.png``."""
     training_logs: Mapping[str, list] = field(default_factory=dict)
     """``{arm: records of models/<arm>_log.jsonl}``."""
+    models: Mapping[str, dict] = field(default_factory=dict)
+    """``{arm: gen5dask.train.trainer.model_summary of models/<arm>.pt}``: how it was trained."""
     rejected_anchors: pd.DataFrame | None = None
     """``anchors_rejected.csv`` (strings)."""
     missing: Mapping[str, str] = field(default_factory=dict)
@@ -310,8 +312,37 @@ def _regions(ctx: dict) -> str:
     return _img(png, "region map")
 
 
+def _recipe_table(models: Mapping[str, dict]) -> str:
+    rows = []
+    for arm, m in models.items():
+        a, t, c = m.get("arm", {}), m.get("train", {}), m.get("counts", {}).get("train", {})
+        mask = a.get("center_mask")
+        rows.append([
+            arm, a.get("brightness"), "yes" if a.get("hard_negatives") else "no",
+            "on" if mask is True else "off" if mask is False else mask,
+            a.get("init_from") or "random (seeded)",
+            f"{m.get('model')} ({m.get('n_parameters', 0) / 1e6:.2f} M)",
+            f"{m.get('stamp_size')} px, {''.join(m.get('bands', []))}",
+            f"{m.get('epochs_run')} of {t.get('epochs')} (best {m.get('epoch')}: "
+            f"{m.get('selection_metric')} {_fmt(m.get('selection_value'))})",
+            f"{t.get('batch_size')} / {_fmt(t.get('lr'))} {t.get('schedule')}",
+            " + ".join(f"{c[k]} {k}" for k in ("injection", "control", "hard_negative")
+                       if c.get(k)),
+        ])
+    return _table(["arm", "injections", "hard negatives", "centre mask", "initial weights",
+                   "model", "input", "epochs", "batch / peak lr", "training samples"], rows)
+
+
 def _training(ctx: dict) -> str:
     out = []
+    try:
+        models = _input(ctx, "models")
+    except UnreadableInput as exc:
+        models = None
+        out.append(_notrun(f"model files could not be read: {exc}"))
+    if models:
+        out.append("<p>How each arm was trained (from its model file):</p>")
+        out.append(_recipe_table(models))
     logs = _input(ctx, "training_logs")
     arms = list(dict.fromkeys(list(ctx["metrics"]) + ctx["extra_arms"] + list(logs)))
     for arm in arms:

@@ -93,6 +93,18 @@ def load_report_inputs(layout: OutputLayout, arms: Sequence[str] = ()) -> Report
                 log_errors.append(f"{exc}")
     if log_errors:
         errors["training_logs"] = "ValueError: " + "; ".join(log_errors)
+    models, model_errors = {}, []
+    for arm in arms:
+        p = layout.model(arm)
+        if p.exists():
+            from gen5dask.train.trainer import model_summary
+
+            try:
+                models[arm] = model_summary(p)
+            except Exception as exc:  # shown in the training section
+                model_errors.append(f"{p}: {type(exc).__name__}: {exc}")
+    if model_errors:
+        errors["models"] = "; ".join(model_errors)
     if not logs:
         missing["training_logs"] = "no models/<arm>_log.jsonl found (train not run)"
     gates = loaded.get("gates")
@@ -101,6 +113,7 @@ def load_report_inputs(layout: OutputLayout, arms: Sequence[str] = ()) -> Report
     return ReportInputs(gates=gates, audit=loaded.get("audit"),
                         calibration=loaded.get("calibration"),
                         region_map_png=loaded.get("region_map_png"), training_logs=logs,
+                        models=models,
                         rejected_anchors=loaded.get("rejected_anchors"), missing=missing,
                         errors=errors)
 

@@ -610,6 +610,37 @@ def load_model_file(path: str | Path, *, map_location: str | torch.device = "cpu
     return torch.load(Path(path), map_location=map_location, weights_only=True)
 
 
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "schedule", "torch_threads", "rotate_flip")
+"""``train`` settings :func:`model_summary` reports (from the model file's config)."""
+
+
+def model_summary(path: str | Path) -> dict:
+    """Primitive description of how a model file was trained (for the report).
+
+    Keys: ``arm`` (the arm's recipe: brightness, hard_negatives, center_mask, init_from),
+    ``model`` (architecture name), ``n_parameters``, ``stamp_size`` (pixels), ``bands``,
+    ``epoch`` (selected), ``epochs_run``, ``early_stopped``, ``selection_metric``,
+    ``selection_value``, ``counts`` (training/validation selection sizes per kind) and ``train``
+    (the :data:`RECIPE_KEYS` settings)."""
+    import yaml
+
+    info = load_model_file(path)
+    cfg = yaml.safe_load(info.get("config") or "") or {}
+    train = cfg.get("train") or {}
+    counts = json.loads(info.get("provenance", {}).get("counts") or "{}")
+    return {
+        "arm": dict(info["arm"]), "model": str(info["arch"]["name"]),
+        "n_parameters": int(sum(v.numel() for k, v in info["state_dict"].items()
+                                if "running_" not in k and "num_batches" not in k)),
+        "stamp_size": int(info["stamp_size"]), "bands": list(info["bands"]),
+        "epoch": int(info["epoch"]), "epochs_run": int(info["epochs_run"]),
+        "early_stopped": bool(info["early_stopped"]),
+        "selection_metric": str(info["selection_metric"]),
+        "selection_value": float(info["selection_value"]),
+        "counts": counts, "train": {k: train.get(k) for k in RECIPE_KEYS},
+    }
+
+
 __all__ = [
     "HIGHER_IS_BETTER",
     "LRSchedule",
@@ -620,6 +651,7 @@ __all__ = [
     "load_model_file",
     "memory_format",
     "meta_standardisation",
+    "model_summary",
     "initial_weights",
     "norm_stats_dir",
     "parent_model_fingerprint",

@@ -203,3 +203,29 @@ def test_report_shows_calibration_recovery(metrics):
     page = render_report(ReportInputs(calibration=cal), metrics=metrics,
                          decision=decide(metrics), config_text="x", generated="now")
     assert "recovery not scored" in page
+
+
+def test_training_section_records_each_arms_recipe(metrics):
+    from gen5dask.evaluate.report import ReportInputs, render_report
+
+    models = {"remediated": {
+        "arm": {"name": "remediated", "brightness": "calibrated", "hard_negatives": True,
+                "center_mask": False, "init_from": "baseline"},
+        "model": "resnet_small", "n_parameters": 196000, "stamp_size": 48,
+        "bands": ["g", "r", "z"], "epoch": 11, "epochs_run": 12, "early_stopped": False,
+        "selection_metric": "val_auc", "selection_value": 0.864,
+        "counts": {"train": {"injection": 3600, "control": 3000, "hard_negative": 530}},
+        "train": {"epochs": 12, "batch_size": 128, "lr": 0.003, "schedule": "cosine"}}}
+    page = render_report(ReportInputs(models=models), metrics=metrics, decision=None,
+                         config_text="x",
+                         generated="now")
+    sec = page.split('id="training"')[1].split("</section>")[0]
+    row = re.sub(r"<[^>]+>", "|", sec.split("<td>remediated</td>")[1].split("</tr>")[0])
+    cells = [c for c in row.split("|") if c]
+    assert cells == ["calibrated", "yes", "off", "baseline", "resnet_small (0.20 M)",
+                     "48 px, grz", "12 of 12 (best 11: val_auc 0.864)", "128 / 0.003 cosine",
+                     "3600 injection + 3000 control + 530 hard_negative"]
+    broken = render_report(ReportInputs(errors={"models": "x.pt: EOFError: truncated"}),
+                           metrics=metrics, decision=None, config_text="x",
+                           generated="now")
+    assert "model files could not be read" in broken and "EOFError: truncated" in broken

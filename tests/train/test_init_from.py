@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gen5dask.config import config_from_dict
-from gen5dask.train.trainer import arm_fingerprint, store_parents, train_arm
+from gen5dask.train.trainer import arm_fingerprint, model_summary, store_parents, train_arm
 
 from .conftest import CHUNK, STAMP
 
@@ -53,6 +53,11 @@ def test_child_starts_from_parent_weights(run_dir):
     assert got.keys() == parent.keys()
     for k in parent:
         torch.testing.assert_close(got[k], parent[k], rtol=0, atol=1e-8)
+    summary = model_summary(cfg.layout.model("remediated"))
+    assert summary["arm"]["init_from"] == "baseline" and summary["epochs_run"] == 1
+    assert summary["train"]["lr"] == 1e-12 and summary["stamp_size"] == STAMP
+    assert summary["counts"]["train"]["injection"] > 0
+    assert summary["n_parameters"] == sum(v.numel() for v in got.values())
     # the same arm without init_from differs from the parent: the check above can fail
     scratch = _cfg(run_dir, arms=[ARMS[0], {**ARMS[1], "init_from": None}], lr=1e-12,
                    weight_decay=0.0)
