@@ -23,8 +23,9 @@ Work is split between the loader workers and the training process
   the training process.
 
 That split (``assemble="consumer"``, the default with one worker) shares the work between the
-worker and the training process. With two or more workers (``assemble="workers"``) the
-training process would limit the rate, so the workers assemble too: the emission order of the
+worker and the training process. With two or more workers and cores to spare
+(``assemble="workers"``, :func:`auto_assemble_in_workers`) the training process would limit
+the rate, so the workers assemble too: the emission order of the
 sliding shuffle is a pure function of the plan, so it is computed up front, and each worker
 runs the same kernel call on its unit straight into a ring in emission order; the training
 process only copies each finished batch out. The batches are the same bits either way.
@@ -811,6 +812,22 @@ class _Assembly:
 ASSEMBLE = ("auto", "consumer", "workers")
 
 
+def auto_assemble_in_workers(num_workers: int, cores: int | None = None) -> bool:
+    """``assemble="auto"``: the workers assemble when there are 2 or more of them *and* a core
+    for each plus two (the training process and its model).
+
+    Assembling in the workers moves the ~20 us per 64x64 grz sample of the normalise + D4 +
+    channels-last pass out of the training process but adds a copy out of the ring (~10 us,
+    memory-bound), so it only pays when the training process, not the core count, is the
+    limit (``scripts/bench_loader.py``: on 2 cores, 2 workers assembling gave 0.70x the rate
+    of 1 worker with the consumer assembling).
+    """
+    import os
+
+    cores = (os.cpu_count() or 1) if cores is None else int(cores)
+    return int(num_workers) >= 2 and cores >= int(num_workers) + 2
+
+
 class StreamLoader:
     """Iterable of a :class:`StampStream`'s batches through persistent loader workers.
 
@@ -819,11 +836,13 @@ class StreamLoader:
     fused normalise + D4 + channels-last kernel call) happen in one of two places, with the
     same result bit for bit:
 
-    * ``assemble="consumer"`` (``auto`` with 0 or 1 worker): workers write prepared rows
+    * ``assemble="consumer"`` (``auto`` with 0 or 1 worker, or too few cores, see
+      :func:`auto_assemble_in_workers`): workers write prepared rows
       (masked flux, statistics, D4 codes); this process orders them and writes each batch's
       network input into a new tensor with the kernel. The work splits between the worker and
       the training process, which is what keeps one worker level with a raw decode;
-    * ``assemble="workers"`` (``auto`` with 2 or more): the emission order is computed up front
+    * ``assemble="workers"`` (``auto`` with 2 or more and spare cores): the emission order is
+      computed up front
       (it is a pure function of the plan, see :meth:`_assembly`), and the workers run the same
       kernel call on their units straight into a ring in emission order; this process only
       copies each finished batch out. Its work per sample is then one copy, so the rate grows
@@ -847,7 +866,8 @@ class StreamLoader:
         self.start_method = start_method
         self.speculate = bool(speculate)
         self.prefetch_factor = int(prefetch_factor)
-        self.in_workers = assemble == "workers" or (assemble == "auto" and self.num_workers >= 2)
+        self.in_workers = assemble == "workers" or (
+            assemble == "auto" and auto_assemble_in_workers(self.num_workers))
         self.cap = (stream.ring_rows(prefetch_factor) if not self.in_workers else 0)
         self._pool: Any = None
         self._ring: dict[str, torch.Tensor] = {}
@@ -1169,8 +1189,9 @@ def make_loader(stream: StampStream, *, num_workers: int = 0, pin_memory: bool =
         the epoch boundary; dropped if another epoch is asked for).
     assemble : str
         Where batches are normalised and laid out: ``consumer`` (this process), ``workers``
-        (the loader workers, straight into a ring in emission order) or ``auto`` (workers
-        when there are 2 or more; see :class:`StreamLoader`). The batches are the same bits.
+        (the loader workers, straight into a ring in emission order) or ``auto``
+        (:func:`auto_assemble_in_workers`: workers when there are 2 or more and a core for each
+        plus two; see :class:`StreamLoader`). The batches are the same bits.
     """
     stream.num_workers = int(num_workers)
     rank, world = stream.rank_world
@@ -1189,6 +1210,7 @@ __all__ = [
     "StreamLoader",
     "Unit",
     "arm_selection",
+    "auto_assemble_in_workers",
     "keyed_subsample",
     "loader_context",
     "make_loader",

@@ -289,11 +289,32 @@ def test_assembly_in_workers_is_bit_identical(stores, workers):
 
 
 def test_assemble_choice():
-    from gen5dask.train.dataset import StreamLoader
+    from gen5dask.train.dataset import StreamLoader, auto_assemble_in_workers
 
+    assert not auto_assemble_in_workers(1, cores=64)
+    assert auto_assemble_in_workers(2, cores=4) and auto_assemble_in_workers(8, cores=16)
+    assert not auto_assemble_in_workers(2, cores=3) and not auto_assemble_in_workers(2, cores=2)
     s = StampStream([], batch_size=4, seed=0, shuffle=False)
     assert not StreamLoader(s, 0).in_workers and not StreamLoader(s, 1).in_workers
-    assert StreamLoader(s, 2).in_workers and StreamLoader(s, 0, assemble="workers").in_workers
+    assert StreamLoader(s, 2).in_workers == auto_assemble_in_workers(2)
+    assert StreamLoader(s, 0, assemble="workers").in_workers
     assert not StreamLoader(s, 3, assemble="consumer").in_workers
     with pytest.raises(ValueError, match="assemble must be one of"):
         StreamLoader(s, 1, assemble="gpu")
+
+
+def test_assembly_in_workers_across_two_ranks(stores):
+    d, _ = _stream(stores)
+    want = np.sort(np.concatenate([x.sample for x in d.selections]))
+    parts, nbatches = [], []
+    for rank in (0, 1):
+        _, s = _stream(stores, rank=rank, world_size=2)
+        s.set_epoch(3)
+        ref = _ids(make_loader(s, num_workers=0))
+        ids, sizes = _ids(make_loader(s, num_workers=0, assemble="workers"))
+        assert np.array_equal(ids, ref[0]) and sizes == ref[1]
+        parts.append(ids)
+        nbatches.append(len(sizes))
+    assert np.intersect1d(parts[0], parts[1]).size == 0
+    assert np.array_equal(np.sort(np.concatenate(parts)), want)
+    assert nbatches[0] == nbatches[1]
