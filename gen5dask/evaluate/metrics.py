@@ -66,6 +66,7 @@ _OPTIONAL_DEFAULTS = {
     "host_sample": -1, "snr_opt": np.nan,
 }
 _HIST_BINS = 50
+_STRING_COLUMNS = ("kind", "split", "tier", "subtype", "inject_mode", "store")
 
 
 def fpr_tag(fpr: float) -> str:
@@ -250,12 +251,14 @@ def validate_scores(df: pd.DataFrame) -> pd.DataFrame:
     if missing:
         msg = f"scores table: missing required column(s) {missing}; has {list(df.columns)}"
         raise ValueError(msg)
-    out = df.copy()
+    out = df.copy(deep=False)  # copy-on-write: the columns replaced below never touch df
+    n = len(out)
     for col, default in _OPTIONAL_DEFAULTS.items():
         if col not in out.columns:
-            out[col] = default
-    for col in ("kind", "split", "tier", "subtype", "inject_mode", "store"):
-        out[col] = out[col].fillna("").astype(str)
+            out[col] = (pd.Categorical.from_codes(np.zeros(n, np.int8), categories=[default])
+                        if isinstance(default, str) else default)
+    for col in _STRING_COLUMNS:
+        out[col] = _as_strings(out[col])
     score = out["score"].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(score) | (score < 0.0) | (score > 1.0)
     if bad.any():
@@ -274,6 +277,19 @@ def validate_scores(df: pd.DataFrame) -> pd.DataFrame:
         msg = f"scores table: column 'label' must be 0 or 1; sample(s) {ids}"
         raise ValueError(msg)
     return out
+
+
+def _as_strings(s: pd.Series) -> pd.Series:
+    """A string column with missing values as ``""``; a ``Categorical`` of strings stays one
+    (its codes, 1 B a row, instead of a string per row), anything else becomes ``str``."""
+    if isinstance(s.dtype, pd.CategoricalDtype) and all(
+            isinstance(c, str) for c in s.cat.categories):
+        if s.isna().any():
+            if "" not in s.cat.categories:
+                s = s.cat.add_categories([""])
+            s = s.fillna("")
+        return s
+    return s.fillna("").astype(str)
 
 
 def _check_label(rows: pd.DataFrame, want: int, what: str) -> None:
