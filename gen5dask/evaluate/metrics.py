@@ -38,6 +38,7 @@ from gen5dask.evaluate.stats import (
     to_jsonable,
     wilson_interval,
 )
+from gen5dask.kernels.ranksum import resampled_auc_sum
 
 __all__ = [
     "KINDS",
@@ -221,15 +222,18 @@ def auc_bootstrap_ci(
     if neg.size == 0 or pos.size == 0:
         return None, None
     uniq, inv = np.unique(np.concatenate([neg, pos]), return_inverse=True)
-    g_neg, g_pos = inv[: neg.size], inv[neg.size:]
+    g_neg = np.ascontiguousarray(inv[: neg.size], dtype=np.int64)
+    g_pos = np.ascontiguousarray(inv[neg.size:], dtype=np.int64)
     ng = uniq.size
     rng = bootstrap_rng(seed, name)
     reps = np.empty(n_boot)
+    wn, wp = np.empty(ng, np.int64), np.empty(ng, np.int64)
+    denom = 2 * neg.size * pos.size
     for b in range(n_boot):
-        wn = np.bincount(g_neg[rng.integers(0, neg.size, neg.size)], minlength=ng)
-        wp = np.bincount(g_pos[rng.integers(0, pos.size, pos.size)], minlength=ng)
-        below = np.cumsum(wn) - wn
-        reps[b] = np.dot(wp, below + 0.5 * wn) / (neg.size * pos.size)
+        # 2U exactly (kernels.ranksum); the same draws and value as bincount/cumsum/dot
+        idx_n = rng.integers(0, neg.size, neg.size)
+        idx_p = rng.integers(0, pos.size, pos.size)
+        reps[b] = resampled_auc_sum(g_neg, g_pos, idx_n, idx_p, wn, wp) / denom
     lo, hi = np.quantile(reps, [0.5 - conf / 2.0, 0.5 + conf / 2.0])
     return float(lo), float(hi)
 
