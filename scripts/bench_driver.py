@@ -21,7 +21,11 @@ them). Then each stage runs in a fresh subprocess (so peaks are per stage):
   keyed core-only subsample selection (the pixel tasks run on workers and are not driver work).
 * ``inject_plan``: ``write_plan`` (what ``inject`` runs: the plan file written block by block)
   for the hosts that give N output rows (paired controls).
-* ``evaluate``: ``compute_arm_metrics`` on a synthetic N-row scores table.
+* ``evaluate``: what the stage does per arm on the driver, on a synthetic N-row scores table
+  written by the scorer's ``write_scores`` (a setup subprocess): ``load_scores`` (string columns
+  read block by block as ``Categorical`` codes) and ``evaluate_arms`` (``compute_arm_metrics``
+  and the realism probe's check for embeddings). ``load_seconds``: the load alone, timed again
+  after the stage call (its share of the stage's seconds).
 
 Reported per stage: driver CPU seconds (``process_time``) and wall seconds of the stage call
 alone, the subprocess's peak RSS (``VmHWM``: interpreter, imports, inputs and the stage) and its
@@ -227,31 +231,61 @@ def run_inject_plan(n: int, workdir: Path) -> dict:
     return out
 
 
-def run_evaluate(n: int, workdir: Path) -> dict:
-    del workdir
-    from gen5dask.evaluate.metrics import arm_metrics_kwargs, compute_arm_metrics
+def write_scores_table(n: int, workdir: Path) -> Path:
+    """A synthetic N-row scores table of the first configured arm, written by the scorer's own
+    ``write_scores`` (Zarr v3, string columns as strings), where ``evaluate`` looks for it."""
+    from gen5dask.train.scoring import write_scores
 
-    cfg = _config()
+    cfg = _config(workdir)
     rng = np.random.default_rng(3)
-    kind = rng.choice(np.array(["injection", "control", "hard_negative", "anchor", "stress",
-                                "ring"]), n, p=[0.45, 0.45, 0.05, 0.02, 0.02, 0.01])
-    label = np.isin(kind, ["injection", "anchor", "stress"]).astype(np.int8)
-    score = np.clip(rng.beta(2, 5, n) + 0.4 * label, 0, 1)
+    kinds = np.array(["injection", "control", "hard_negative", "anchor", "stress", "ring"])
+    kc = rng.choice(len(kinds), n, p=[0.45, 0.45, 0.05, 0.02, 0.02, 0.01])
+    label = np.isin(kc, [0, 3, 4]).astype(np.int8)
+    score = np.clip(rng.beta(2, 5, n) + 0.4 * label, 0, 1).astype(np.float32)
+
+    def cat(codes, names):  # a string column as a Categorical (no string object per row)
+        return pd.Categorical.from_codes(np.asarray(codes, np.int8), categories=list(names))
+
     df = pd.DataFrame({
-        "sample": np.arange(n, dtype=np.int64), "score": score, "label": label, "kind": kind,
-        "split": rng.choice(np.array(["train", "val", "test"]), n, p=[0.7, 0.15, 0.15]),
-        "tier": np.where(kind == "anchor", "A", ""),
-        "inject_mode": np.where(kind == "injection", "calibrated", ""),
-        "theta_e": rng.uniform(0.8, 2.5, n), "psfsize_r": rng.uniform(1.0, 1.6, n),
-        "psfdepth_r": rng.normal(24, 0.3, n), "arc_snr": rng.lognormal(1.5, 1.0, n),
+        "sample": np.arange(n, dtype=np.int64),
+        "store": cat(np.where(kc == 3, 1, np.where(kc == 2, 2, 0)),
+                     ["train", "anchors", "hardneg"]),
+        "score": score, "label": label, "kind": cat(kc, kinds),
+        "split": cat(rng.choice(3, n, p=[0.7, 0.15, 0.15]), ["train", "val", "test"]),
+        "region": rng.integers(0, 200, n).astype(np.int32),
+        "tier": cat(kc == 3, ["", "A"]), "subtype": cat(np.zeros(n), [""]),
+        "inject_mode": cat(kc == 0, ["", "calibrated"]),
+        "eval_only": (kc == 2).astype(np.int8),
+        "theta_e": rng.uniform(0.8, 2.5, n).astype(np.float32),
+        "psfsize_r": rng.uniform(1.0, 1.6, n).astype(np.float32),
+        "psfdepth_r": rng.normal(24, 0.3, n).astype(np.float32),
+        "arc_snr": rng.lognormal(1.5, 1.0, n).astype(np.float32),
+        "host_sample": rng.integers(0, n, n),
+        "snr_opt": rng.lognormal(2.0, 1.0, n).astype(np.float32),
     })
-    return _timed(lambda: compute_arm_metrics(df, **arm_metrics_kwargs(cfg.evaluate,
-                                                                       seed=cfg.seed)) and None)
+    path = cfg.layout.scores(cfg.ablation.arms[0].name)
+    write_scores(path, df)
+    return path
+
+
+def run_evaluate(n: int, workdir: Path) -> dict:
+    """What ``evaluate`` does per arm on the driver: load the scores table
+    (``stages.evaluate.load_scores``) and ``compute_arm_metrics`` (``evaluate_arms``)."""
+    from gen5dask.stages.evaluate import evaluate_arms, load_scores
+
+    cfg = _config(workdir)
+    arm = cfg.ablation.arms[0].name
+
+    out = _timed(lambda: {"auc": evaluate_arms(cfg)[arm]["auc"]})
+    c0 = time.process_time()  # after the stage call, so the peak above is the stage's
+    out["rows"] = len(load_scores(cfg, arm))
+    out["load_seconds"] = time.process_time() - c0
+    return out
 
 
 def _child(stage: str, n: int, workdir: Path) -> None:
-    if stage == "setup":
-        write_stores(n, workdir)
+    if stage in ("setup", "setup_scores"):
+        (write_stores if stage == "setup" else write_scores_table)(n, workdir)
         print("RESULT {}")
         return
     fn = {"split": run_split, "audit": run_audit, "inject_plan": run_inject_plan,
@@ -300,6 +334,11 @@ def main(argv=None) -> dict:
             per["setup_wall_seconds"] = time.perf_counter() - t0
             print(f"{n:>10} setup (synthetic stores) {per['setup_wall_seconds']:.0f} s",
                   flush=True)
+        if "evaluate" in args.stages:
+            workdir.mkdir(parents=True, exist_ok=True)
+            ok, err = _run_child("setup_scores", n, workdir)
+            if ok is None:
+                print(f"{n:>10} scores setup FAILED: {err[-600:]}")
         for stage in args.stages:
             if stage == "audit" and "split" not in args.stages:
                 _run_child("split", n, workdir)  # the audit reads the split columns

@@ -152,9 +152,61 @@ def profile_render(d: dict, repeat: int = 3) -> dict:
     _, t_cub, _ = timed(cub, repeat=repeat)
     amps = d["src_flux_bands"] / funit[:, None]
     _, t_psf, _ = timed(convolve_to_stamps, region, ker, amps, h, repeat=repeat)
-    return {"setup_ms": t_setup / n * 1e3, "cubature_ms": t_cub / n * 1e3,
-            "psf_ms": t_psf / n * 1e3, "psf_kernel_side": int(ker.shape[-1]),
-            "region_side": int(region.shape[-1])}
+    out = {"setup_ms": t_setup / n * 1e3, "cubature_ms": t_cub / n * 1e3,
+           "psf_ms": t_psf / n * 1e3, "psf_kernel_side": int(ker.shape[-1]),
+           "region_side": int(region.shape[-1])}
+
+    # cubature variants: what the magnification-only blocks and the cusp refinement cost
+    def cub_variant(grid_half, floor):
+        def go():
+            region[:] = 0.0
+            render_chunk(lens, KIND_SERSIC, sp, np.zeros((1, 1, 1)), np.zeros(n, np.int64),
+                         PIX, grid_half, -(h // 2) - m, region, GL_NODES, GL_WEIGHTS,
+                         SERSIC_TOLS, 3, 12, floor, np.zeros(n), np.zeros(6, np.int64))
+        return timed(go, repeat=repeat)[1] / n * 1e3
+
+    stamp_half = np.full(n, h // 2 + m, dtype=np.int64)
+    out["cubature_stamp_grid_only_ms"] = cub_variant(stamp_half, CUSP_FLUX_FLOOR)
+    out["cubature_no_cusp_refinement_ms"] = cub_variant(half, 1.0)
+    cub()  # the default region again, for the PSF steps
+    out["psf_steps_ms"] = psf_steps(region, ker, amps, h, m, repeat)
+    return out
+
+
+def psf_steps(region, ker, amps, h: int, r: int, repeat: int) -> dict:
+    """CPU ms per stamp of each step of ``psf.convolve_bands`` (Moffat path, float32),
+    repeated here step by step with the same calls and FFT lengths."""
+    import scipy.fft
+
+    n = region.shape[0]
+    py = region.shape[-1]
+    nx = scipy.fft.next_fast_len(py, real=True)
+    while nx % 2:  # the even length convolve_bands uses
+        nx = scipy.fft.next_fast_len(nx + 1, real=True)
+    ny = nx
+    am = np.asarray(amps, dtype=np.float64)[:, :, None, None]
+    res = {}
+
+    def step(name, fn):
+        val, cpu, _ = timed(fn, repeat=repeat)
+        res[name] = cpu / n * 1e3
+        return val
+
+    fa = step("rfft_rows", lambda: scipy.fft.rfft(region.astype(np.float32), n=nx, axis=-1))
+    fa = step("fft_columns", lambda: scipy.fft.fft(fa, n=ny, axis=-2))
+
+    def kernel_spectra():
+        quad = np.asarray(ker[..., r:, r:] * am, dtype=np.float32)
+        kq = scipy.fft.dct(quad, type=1, n=nx // 2 + 1, axis=-1)
+        kq = scipy.fft.dct(kq, type=1, n=ny // 2 + 1, axis=-2)
+        return np.concatenate([kq, kq[..., ny // 2 - 1: 0: -1, :]], axis=-2)
+
+    fk = step("kernel_spectra", kernel_spectra)
+    fk = step("multiply", lambda: fk * fa[:, None])
+    g = step("ifft_columns", lambda: scipy.fft.ifft(fk, axis=-2)[..., r: r + h, :])
+    step("irfft_rows", lambda: scipy.fft.irfft(g, n=nx, axis=-1))
+    res["fft_length"] = int(nx)
+    return res
 
 
 def bench_mask(n: int = 256):
@@ -271,7 +323,11 @@ def main(argv=None) -> dict:
     for k, v in res["work_per_stamp"].items():
         print(f"  work/{k:<{width - 7}}  {v:12.1f}")
     for k, v in res["profile_ms_per_stamp"].items():
-        print(f"  profile/{k:<{width - 10}}  {v:12.4g}")
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                print(f"  profile/{k}/{k2:<{width - 22}}  {v2:12.4g}")
+        else:
+            print(f"  profile/{k:<{width - 10}}  {v:12.4g}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)

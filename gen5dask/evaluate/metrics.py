@@ -38,6 +38,7 @@ from gen5dask.evaluate.stats import (
     to_jsonable,
     wilson_interval,
 )
+from gen5dask.kernels.ranksum import resampled_auc_sum
 
 __all__ = [
     "KINDS",
@@ -66,6 +67,7 @@ _OPTIONAL_DEFAULTS = {
     "host_sample": -1, "snr_opt": np.nan,
 }
 _HIST_BINS = 50
+_STRING_COLUMNS = ("kind", "split", "tier", "subtype", "inject_mode", "store")
 
 
 def fpr_tag(fpr: float) -> str:
@@ -220,15 +222,18 @@ def auc_bootstrap_ci(
     if neg.size == 0 or pos.size == 0:
         return None, None
     uniq, inv = np.unique(np.concatenate([neg, pos]), return_inverse=True)
-    g_neg, g_pos = inv[: neg.size], inv[neg.size:]
+    g_neg = np.ascontiguousarray(inv[: neg.size], dtype=np.int64)
+    g_pos = np.ascontiguousarray(inv[neg.size:], dtype=np.int64)
     ng = uniq.size
     rng = bootstrap_rng(seed, name)
     reps = np.empty(n_boot)
+    wn, wp = np.empty(ng, np.int64), np.empty(ng, np.int64)
+    denom = 2 * neg.size * pos.size
     for b in range(n_boot):
-        wn = np.bincount(g_neg[rng.integers(0, neg.size, neg.size)], minlength=ng)
-        wp = np.bincount(g_pos[rng.integers(0, pos.size, pos.size)], minlength=ng)
-        below = np.cumsum(wn) - wn
-        reps[b] = np.dot(wp, below + 0.5 * wn) / (neg.size * pos.size)
+        # 2U exactly (kernels.ranksum); the same draws and value as bincount/cumsum/dot
+        idx_n = rng.integers(0, neg.size, neg.size)
+        idx_p = rng.integers(0, pos.size, pos.size)
+        reps[b] = resampled_auc_sum(g_neg, g_pos, idx_n, idx_p, wn, wp) / denom
     lo, hi = np.quantile(reps, [0.5 - conf / 2.0, 0.5 + conf / 2.0])
     return float(lo), float(hi)
 
@@ -250,12 +255,14 @@ def validate_scores(df: pd.DataFrame) -> pd.DataFrame:
     if missing:
         msg = f"scores table: missing required column(s) {missing}; has {list(df.columns)}"
         raise ValueError(msg)
-    out = df.copy()
+    out = df.copy(deep=False)  # copy-on-write: the columns replaced below never touch df
+    n = len(out)
     for col, default in _OPTIONAL_DEFAULTS.items():
         if col not in out.columns:
-            out[col] = default
-    for col in ("kind", "split", "tier", "subtype", "inject_mode", "store"):
-        out[col] = out[col].fillna("").astype(str)
+            out[col] = (pd.Categorical.from_codes(np.zeros(n, np.int8), categories=[default])
+                        if isinstance(default, str) else default)
+    for col in _STRING_COLUMNS:
+        out[col] = _as_strings(out[col])
     score = out["score"].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(score) | (score < 0.0) | (score > 1.0)
     if bad.any():
@@ -274,6 +281,19 @@ def validate_scores(df: pd.DataFrame) -> pd.DataFrame:
         msg = f"scores table: column 'label' must be 0 or 1; sample(s) {ids}"
         raise ValueError(msg)
     return out
+
+
+def _as_strings(s: pd.Series) -> pd.Series:
+    """A string column with missing values as ``""``; a ``Categorical`` of strings stays one
+    (its codes, 1 B a row, instead of a string per row), anything else becomes ``str``."""
+    if isinstance(s.dtype, pd.CategoricalDtype) and all(
+            isinstance(c, str) for c in s.cat.categories):
+        if s.isna().any():
+            if "" not in s.cat.categories:
+                s = s.cat.add_categories([""])
+            s = s.fillna("")
+        return s
+    return s.fillna("").astype(str)
 
 
 def _check_label(rows: pd.DataFrame, want: int, what: str) -> None:

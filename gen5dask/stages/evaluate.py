@@ -25,10 +25,16 @@ def arm_names(cfg) -> list[str]:
 
 
 def load_scores(cfg, arm: str):
-    """The scores table of one arm as a DataFrame (strings decoded)."""
-    from gen5dask.train.scoring import read_scores
+    """The scores table of one arm as a DataFrame, string columns as pandas ``Categorical``
+    (the values of ``gen5dask.train.scoring.read_scores``, ~4x less driver memory at 10^7 rows:
+    :func:`gen5dask.columns.read_table_categorical`)."""
+    from gen5dask.columns import read_table_categorical
 
-    return read_scores(cfg.layout.scores(arm))
+    path = cfg.layout.scores(arm)
+    if not path.exists():
+        msg = f"scores table {path} does not exist; run `gen5dask score`"
+        raise FileNotFoundError(msg)
+    return read_table_categorical(path)
 
 
 def write_metrics_json(path: str | Path, *, metrics: dict, decision: dict,

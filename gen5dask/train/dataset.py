@@ -8,7 +8,8 @@ Work is split between the loader workers and the training process
 (:class:`StreamLoader`, :mod:`gen5dask.train.workerpool`):
 
 * a worker decodes one store chunk (a *work unit*; single-sample random reads are ~50x
-  slower) — straight into a shared ring of prepared rows when every row is selected, else
+  slower; :class:`gen5dask.train.chunkdecode.ChunkDecoder`, the store's codec run in the
+  worker's thread) — straight into a shared ring of prepared rows when every row is selected, else
   keeping the selected rows — and centre-masks them in place; per sample that is the decode
   and, for partial chunks, one copy. It writes the rows' normalisation statistics (the cached
   ones wherever the mask cannot change them) and D4 codes next to them;
@@ -20,6 +21,14 @@ Work is split between the loader workers and the training process
   :func:`gen5dask.kernels.normalize.apply_norm_into` call (the
   arithmetic scoring uses), then releases the ring rows. The batch is the only copy made in
   the training process.
+
+That split (``assemble="consumer"``, the default with one worker) shares the work between the
+worker and the training process. With two or more workers and cores to spare
+(``assemble="workers"``, :func:`auto_assemble_in_workers`) the training process would limit
+the rate, so the workers assemble too: the emission order of the
+sliding shuffle is a pure function of the plan, so it is computed up front, and each worker
+runs the same kernel call on its unit straight into a ring in emission order; the training
+process only copies each finished batch out. The batches are the same bits either way.
 
 Workers are persistent processes started by ``forkserver`` (or ``spawn``), never forked from
 the training process (fork after zarr's event-loop thread or a Dask client has started is a
@@ -640,6 +649,26 @@ class StampStream:
                 self._arrays[k] = zarr.open_group(str(path), mode="r")[name]
         return self._arrays[k]
 
+    def _decoder(self, path: str, name: str):
+        """Whole-chunk reader of a store array (:class:`gen5dask.train.chunkdecode.ChunkDecoder`),
+        one per process."""
+        k = f"{path}::{name}::decoder"
+        if k not in self._arrays:
+            from gen5dask.train.chunkdecode import ChunkDecoder
+
+            self._arrays[k] = ChunkDecoder(self._array(path, name))
+        return self._arrays[k]
+
+    def _scratch(self, dec, k: int) -> np.ndarray:
+        """A reused buffer for ``k`` rows of a decoder's array (partial-chunk reads)."""
+        shape = (k, *dec.arr.shape[1:])
+        dt = np.dtype(dec.arr.dtype)
+        buf = self._arrays.get("::scratch")
+        if buf is None or buf.dtype != dt or buf.size < int(np.prod(shape)):
+            buf = np.empty(int(np.prod((dec.chunk_shape[0], *shape[1:]))), dt)
+            self._arrays["::scratch"] = buf
+        return buf[: int(np.prod(shape))].reshape(shape)
+
     # -- worker side (gen5dask.train.workerpool.UnitWriter)
 
     def begin_epoch(self, epoch: int, units: list[int]) -> None:
@@ -667,15 +696,11 @@ class StampStream:
         sel = self.selections[u.source]
         k = u.size
         dst = arrays["image"][row : row + k]
-        arr = self._array(sel.path, "image")
-        if k == u.stop - u.start and arr.dtype == np.float32:
-            from zarr.core.buffer import default_buffer_prototype
-
-            arr.get_basic_selection(  # decode straight into the ring
-                slice(u.start, u.stop),
-                out=default_buffer_prototype().nd_buffer.from_numpy_array(dst))
+        dec = self._decoder(sel.path, "image")
+        if k == u.stop - u.start and dec.arr.dtype == np.float32:
+            dec.read(u.start, u.stop, out=dst)  # decode straight into the ring
         else:
-            chunk = np.asarray(arr[u.start : u.stop])
+            chunk = dec.read(u.start, u.stop, out=self._scratch(dec, u.stop - u.start))
             local = sel.rows[u.lo : u.hi] - u.start
             if chunk.dtype == np.float32:
                 np.take(chunk, local, axis=0, out=dst)
@@ -687,6 +712,31 @@ class StampStream:
             sel.psfsize_r[u.lo : u.hi], stats, epoch)
         arrays["stats"][row : row + k] = st
         arrays["codes"][row : row + k] = codes
+
+    def write_assembled(self, unit: int, epoch: int, arrays: dict[str, np.ndarray],
+                        rows: np.ndarray) -> None:
+        """Finished network input of work unit ``unit`` into ``arrays["out"]`` at ``rows``.
+
+        The chunk is decoded into this process's scratch buffer, the transform's ``prepare``
+        runs on its selected rows (centre mask, statistics, D4 codes: as in
+        :meth:`write_unit`) and one :func:`gen5dask.kernels.normalize.apply_norm_into` call
+        writes the normalised, D4-rotated samples in the batch layout (:meth:`out_shape`) at
+        ``rows`` (one per selected row, in order). The same kernel on the same rows as the
+        consumer's assembly, so the batches are bit-identical.
+        """
+        u = self.units[unit]
+        sel = self.selections[u.source]
+        dec = self._decoder(sel.path, "image")
+        chunk = dec.read(u.start, u.stop, out=self._scratch(dec, u.stop - u.start))
+        if chunk.dtype != np.float32:
+            chunk = chunk.astype(np.float32)
+        local = sel.rows[u.lo : u.hi] - u.start
+        stats = None if sel.stats is None else sel.stats[u.lo : u.hi]
+        xf = self.transform_obj()
+        st, codes = xf.prepare(chunk, local, sel.sample[u.lo : u.hi],
+                               sel.psfsize_r[u.lo : u.hi], stats, epoch)
+        apply_norm_into(chunk, local, st, arrays["out"], np.asarray(rows, np.int64),
+                        codes=codes, clip=xf.clip, channels_last=self.channels_last)
 
     # -- consumer side
 
@@ -703,6 +753,10 @@ class StampStream:
         nb, size = self.geometry
         return {"image": ((cap, nb, size, size), torch.float32),
                 "stats": ((cap, nb, 2), torch.float32), "codes": ((cap,), torch.int64)}
+
+    def out_ring_shapes(self, cap: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """The ring of assembled samples (workers assemble): ``cap`` rows of the batch layout."""
+        return {"out": (self.out_shape(cap), torch.float32)}
 
     def ring_rows(self, prefetch_batches: int = 4) -> int:
         """Ring capacity, rows: three times the shuffle depth, a batch and three units (enough
@@ -728,37 +782,93 @@ class StampStream:
 
 class _Run:
     """One epoch's work queued in the pool: the rank's units, their ring positions, job
-    sequence numbers and batch sizes."""
+    sequence numbers and batch sizes; when the workers assemble, also the emission order."""
 
-    __slots__ = ("arrival", "end", "epoch", "pos", "seq", "sizes", "units")
+    __slots__ = ("arrival", "asm", "end", "epoch", "pos", "seq", "sizes", "units")
 
-    def __init__(self, epoch, units, pos, seq, sizes, end, arrival):
+    def __init__(self, epoch, units, pos, seq, sizes, end, arrival, asm=None):
         self.epoch, self.units, self.pos, self.seq = epoch, units, pos, seq
-        self.sizes, self.end, self.arrival = sizes, end, arrival
+        self.sizes, self.end, self.arrival, self.asm = sizes, end, arrival, asm
+
+
+@dataclass
+class _Assembly:
+    """Where every sample of a run goes when the workers assemble the batches.
+
+    ``order``: arrival indices in emission order (the consumer's shuffle, computed up front);
+    ``dest``: per unit, the ring positions of its samples; ``starts``: batch start positions
+    (emission index, run-relative) and the run's end; ``touch``: per batch, the job sequence
+    numbers of the units holding its samples; ``need``: ring rows without which a worker
+    could wait for space that only a batch it has not written can free."""
+
+    base: int
+    order: np.ndarray
+    dest: list[np.ndarray]
+    starts: np.ndarray
+    touch: list[np.ndarray]
+    need: int
+
+
+ASSEMBLE = ("auto", "consumer", "workers")
+
+
+def auto_assemble_in_workers(num_workers: int, cores: int | None = None) -> bool:
+    """``assemble="auto"``: the workers assemble when there are 2 or more of them *and* a core
+    for each plus two (the training process and its model).
+
+    Assembling in the workers moves the ~20 us per 64x64 grz sample of the normalise + D4 +
+    channels-last pass out of the training process but adds a copy out of the ring (~10 us,
+    memory-bound), so it only pays when the training process, not the core count, is the
+    limit (``scripts/bench_loader.py``: on 2 cores, 2 workers assembling gave 0.70x the rate
+    of 1 worker with the consumer assembling).
+    """
+    import os
+
+    cores = (os.cpu_count() or 1) if cores is None else int(cores)
+    return int(num_workers) >= 2 and cores >= int(num_workers) + 2
 
 
 class StreamLoader:
     """Iterable of a :class:`StampStream`'s batches through persistent loader workers.
 
-    Workers (:mod:`gen5dask.train.workerpool`) decode and prepare work units into a shared
-    ring; this process shuffles the rank's samples (sliding shuffle keyed by seed, rank, unit
-    place and epoch) and writes each batch's network input into a new
-    tensor (pinned with ``pin_memory``) with one fused kernel call, then releases the ring
-    rows. When an epoch starts, the next epoch's units are queued too, so the workers keep
+    Workers (:mod:`gen5dask.train.workerpool`) decode work units into a shared ring. The
+    shuffle (sliding, keyed by seed, rank, unit place and epoch) and the batch assembly (one
+    fused normalise + D4 + channels-last kernel call) happen in one of two places, with the
+    same result bit for bit:
+
+    * ``assemble="consumer"`` (``auto`` with 0 or 1 worker, or too few cores, see
+      :func:`auto_assemble_in_workers`): workers write prepared rows
+      (masked flux, statistics, D4 codes); this process orders them and writes each batch's
+      network input into a new tensor with the kernel. The work splits between the worker and
+      the training process, which is what keeps one worker level with a raw decode;
+    * ``assemble="workers"`` (``auto`` with 2 or more and spare cores): the emission order is
+      computed up front
+      (it is a pure function of the plan, see :meth:`_assembly`), and the workers run the same
+      kernel call on their units straight into a ring in emission order; this process only
+      copies each finished batch out. Its work per sample is then one copy, so the rate grows
+      with the number of workers.
+
+    When an epoch starts, the next epoch's units are queued too, so the workers keep
     reading across the epoch boundary (during validation, say); if another epoch is asked
     for, that work is dropped. The order and content of the batches depend only on (seed,
-    epoch, world size) — not on the number of workers.
+    epoch, world size) — not on the number of workers or where the batches are assembled.
     """
 
     def __init__(self, stream: StampStream, num_workers: int = 0, *, pin_memory: bool = False,
                  prefetch_factor: int = 4, start_method: str = "forkserver",
-                 speculate: bool = True):
+                 speculate: bool = True, assemble: str = "auto"):
+        if assemble not in ASSEMBLE:
+            msg = f"loader assemble must be one of {ASSEMBLE}, got {assemble!r}"
+            raise ValueError(msg)
         self.stream = stream
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.start_method = start_method
         self.speculate = bool(speculate)
-        self.cap = stream.ring_rows(prefetch_factor)
+        self.prefetch_factor = int(prefetch_factor)
+        self.in_workers = assemble == "workers" or (
+            assemble == "auto" and auto_assemble_in_workers(self.num_workers))
+        self.cap = (stream.ring_rows(prefetch_factor) if not self.in_workers else 0)
         self._pool: Any = None
         self._ring: dict[str, torch.Tensor] = {}
         self._runs: collections.deque[_Run] = collections.deque()
@@ -770,13 +880,23 @@ class StreamLoader:
     def __len__(self) -> int:
         return self.stream.num_batches()
 
-    def _ensure_pool(self) -> None:
-        if self._pool is not None:
+    def _ensure_pool(self, rows: int = 0) -> None:
+        """Start the pool; when the workers assemble, with a ring of at least ``rows`` rows
+        (a pool with a smaller ring is stopped and restarted)."""
+        if self._pool is not None and rows <= self.cap:
             return
+        if self._pool is not None:
+            self.close()
+            self._next_pos = self._next_seq = 0
         from gen5dask.train.workerpool import InlinePool, WorkerPool, ring_arrays
 
         shared = self.num_workers > 0
-        self._ring = ring_arrays(self.stream.ring_shapes(self.cap), shared=shared)
+        if self.in_workers:
+            self.cap = max(self.cap, int(rows), 1)
+            shapes = self.stream.out_ring_shapes(self.cap)
+        else:
+            shapes = self.stream.ring_shapes(self.cap)
+        self._ring = ring_arrays(shapes, shared=shared)
         if shared:
             self._pool = WorkerPool(self.stream, self.num_workers, self._ring,
                                     loader_context(self.start_method))
@@ -794,34 +914,111 @@ class StreamLoader:
             raise ValueError(msg)
         return units, owners, sizes
 
-    def _submit(self, epoch: int) -> _Run:
+    def _unit_keys(self, epoch: int, n_total: int, i: int, a0: int, k: int) -> np.ndarray:
+        """Shuffle keys of the ``k`` samples of the ``i``-th unit of a run (arrival indices
+        ``a0 ...``): ``floor(a) + U[0, 1) * 2 * shuffle_buffer`` (:meth:`_key_floor`), ``U``
+        keyed by (seed, rank, unit place, epoch): on average a sample waits
+        ``shuffle_buffer`` places, as in a shuffle buffer of that size, and never more than 3x
+        that."""
+        st = self.stream
+        keys = self._key_floor(n_total, a0 + np.arange(k, dtype=np.float64))
+        if st.shuffle and st.shuffle_buffer > 0:
+            rank, _ = st.rank_world
+            keys = keys + 2 * st.shuffle_buffer * generator(
+                st.seed, BUFFER_STAGE, rank, i, epoch).random(k)
+        return keys
+
+    def _assembly(self, epoch: int, units: list[int], sizes: list[int], arrival: np.ndarray,
+                  seqs: list[int], base: int) -> _Assembly:
+        """Emission order of a run, computed up front.
+
+        The consumer's streaming shuffle emits the samples in increasing key order (stable in
+        arrival order: a batch is cut only once no later arrival can have a smaller key), so
+        the order is a stable sort of every key of the run. Ring need: the lowest unfinished
+        unit ``u*`` must fit while the consumer waits for the batch holding the earliest
+        sample of any unit after it, ``max_g(u*) + 1 - batch_start(min_{u >= u*} min_g(u))``.
+        """
+        st = self.stream
+        ks = [st.units[u].size for u in units]
+        n = int(sum(ks))
+        keys = (np.concatenate([self._unit_keys(epoch, n, i, int(arrival[i]), k)
+                                for i, k in enumerate(ks)]) if ks else np.zeros(0))
+        order = np.argsort(keys, kind="stable")
+        g = np.empty(n, np.int64)
+        g[order] = np.arange(n, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        dest, touch_pairs, need = [], [], 0
+        bounds = np.concatenate([[0], np.cumsum(ks)]).astype(np.int64)
+        gmax = np.zeros(len(ks), np.int64)
+        gmin = np.zeros(len(ks), np.int64)
+        for i in range(len(ks)):
+            gi = g[bounds[i] : bounds[i + 1]]
+            dest.append(base + gi)
+            gmax[i], gmin[i] = gi.max(), gi.min()
+            b = np.unique(np.searchsorted(starts, gi, side="right") - 1)
+            touch_pairs.append(np.stack([b, np.full(b.size, seqs[i])], axis=1))
+        if ks:
+            suffix = np.minimum.accumulate(gmin[::-1])[::-1]
+            bstart = starts[np.searchsorted(starts, suffix, side="right") - 1]
+            need = int((gmax + 1 - bstart).max())
+            pairs = np.concatenate(touch_pairs)
+            pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+            cut = np.searchsorted(pairs[:, 0], np.arange(len(sizes) + 1))
+            touch = [pairs[cut[b] : cut[b + 1], 1] for b in range(len(sizes))]
+        else:
+            touch = [np.zeros(0, np.int64) for _ in sizes]
+        return _Assembly(base, order, dest, starts, touch, need)
+
+    def _submit(self, epoch: int, *, speculative: bool = False) -> _Run | None:
         units, owners, sizes = self._merged(epoch)
         cap, p = self.cap, self._next_pos
-        pos, seq = [], []
-        jobs: list[list[tuple[int, int, int, int]]] = [[] for _ in range(max(self.num_workers,
-                                                                              1))]
-        for u, w in zip(units, owners, strict=True):
-            k = self.stream.units[u].size
-            if p % cap + k > cap:  # never split a unit across the ring's end
-                p = (p // cap + 1) * cap
-            pos.append(p)
-            seq.append(self._next_seq)
-            jobs[w % len(jobs)].append((self._next_seq, u, p, k))
-            self._next_seq += 1
-            p += k
+        arrival = np.cumsum([0] + [self.stream.units[u].size for u in units])[:-1]
+        jobs: list[list[tuple]] = [[] for _ in range(max(self.num_workers, 1))]
+        if self.in_workers:
+            seq = list(range(self._next_seq, self._next_seq + len(units)))
+            asm = self._assembly(epoch, units, sizes, arrival, seq, p)
+            rows = asm.need + (1 + self.prefetch_factor) * self.stream.batch_size
+            if self._pool is None or rows > cap:
+                if speculative:
+                    return None  # the ring would have to grow: do it when the epoch starts
+                # a ring for this epoch with one unit of slack for the next ones (another
+                # epoch that needs more restarts the workers with a larger ring)
+                self._ensure_pool(rows + self.stream.max_unit())
+                self._reset()
+                return self._submit(epoch)
+            pos = [int(d.min()) if d.size else p for d in asm.dest]
+            for i, (u, w) in enumerate(zip(units, owners, strict=True)):
+                d = asm.dest[i]
+                top = int(d.max()) + 1 if d.size else p
+                jobs[w % len(jobs)].append((seq[i], u, top, 0, d))
+            self._next_seq += len(units)
+            p += int(asm.starts[-1])
+        else:
+            asm = None
+            pos, seq = [], []
+            for u, w in zip(units, owners, strict=True):
+                k = self.stream.units[u].size
+                if p % cap + k > cap:  # never split a unit across the ring's end
+                    p = (p // cap + 1) * cap
+                pos.append(p)
+                seq.append(self._next_seq)
+                jobs[w % len(jobs)].append((self._next_seq, u, p, k, None))
+                self._next_seq += 1
+                p += k
         self._next_pos = p
         self._pool.submit(epoch, jobs)
-        arrival = np.cumsum([0] + [self.stream.units[u].size for u in units])[:-1]
-        return _Run(epoch, units, pos, seq, sizes, p, arrival.tolist())
+        return _Run(epoch, units, pos, seq, sizes, p, arrival.tolist(), asm)
 
     def _reset(self) -> None:
-        self._pool.abort()
+        if self._pool is not None:
+            self._pool.abort()
         self._runs.clear()
         self._next_pos = 0
         self._next_seq = 0
 
     def __iter__(self):
-        self._ensure_pool()
+        if not self.in_workers:
+            self._ensure_pool()  # (when the workers assemble, the first plan sizes the ring)
         epoch = self.stream.epoch
         run = self._runs[0] if self._runs else None
         if (self._dirty or run is None or run.epoch != epoch
@@ -831,12 +1028,14 @@ class StreamLoader:
         else:
             self._runs.popleft()
         if self.speculate:
-            self._runs.append(self._submit(epoch + 1))
+            nxt = self._submit(epoch + 1, speculative=True)
+            if nxt is not None:
+                self._runs.append(nxt)
         self._dirty = True
-        yield from self._batches(run)
+        yield from (self._assembled(run) if run.asm is not None else self._batches(run))
         self._dirty = False
 
-    def _key_floor(self, run: _Run, a):
+    def _key_floor(self, n_total: int, a):
         """Smallest shuffle key of a sample with arrival index ``a``: ``a`` clipped to
         ``[D, N - D]`` (``D`` the shuffle depth, ``N`` the rank's samples), so the first and
         the last ``D`` arrivals are mixed like the rest (no start/end transient); without
@@ -844,25 +1043,16 @@ class StreamLoader:
         d = self.stream.shuffle_buffer if self.stream.shuffle else 0
         if d <= 0:
             return a
-        return np.minimum(np.maximum(a, d), sum(run.sizes) - d)
+        return np.minimum(np.maximum(a, d), n_total - d)
 
     def _unit_entries(self, run: _Run, i: int) -> list[np.ndarray]:
-        """Wait for unit ``i`` of the run; its rows' shuffle keys, ring rows and scalars.
-
-        Shuffle key of the sample with arrival index ``a`` (its place in the rank's unit
-        sequence): ``floor(a) + U[0, 1) * 2 * shuffle_buffer`` (:meth:`_key_floor`), ``U``
-        keyed by (seed, rank, unit place, epoch): on average a sample waits ``shuffle_buffer``
-        places, as in a shuffle buffer of that size, and never more than 3x that.
-        """
+        """Wait for unit ``i`` of the run; its rows' shuffle keys (:meth:`_unit_keys`), ring
+        rows and scalars."""
         st = self.stream
         self._pool.wait(run.seq[i])
         u = run.units[i]
         k = st.units[u].size
-        keys = self._key_floor(run, run.arrival[i] + np.arange(k, dtype=np.float64))
-        if st.shuffle and st.shuffle_buffer > 0:
-            rank, _ = st.rank_world
-            keys = keys + 2 * st.shuffle_buffer * generator(
-                st.seed, BUFFER_STAGE, rank, i, run.epoch).random(k)
+        keys = self._unit_keys(run.epoch, sum(run.sizes), i, run.arrival[i], k)
         rows = run.pos[i] % self.cap + np.arange(k, dtype=np.int64)
         return [keys, rows, *st.unit_scalars(u),
                 np.full(k, run.pos[i], dtype=np.int64)]
@@ -876,13 +1066,14 @@ class StreamLoader:
         clip = st.transform_obj().clip
         img, stats, codes = (self._ring[k].numpy() for k in ("image", "stats", "codes"))
         n_units = len(run.units)
+        n_total = sum(run.sizes)
         # pending entries sorted by key: key, ring row, id, label, meta, unit ring position
         pend: list[np.ndarray] | None = None
         nxt = 0
         for s in run.sizes:
             while nxt < n_units and (pend is None or pend[0].shape[0] < s
                                      or pend[0][s - 1] >= self._key_floor(
-                                         run, run.arrival[nxt])):
+                                         n_total, run.arrival[nxt])):
                 cols = self._unit_entries(run, nxt)
                 nxt += 1
                 if pend is not None:
@@ -907,6 +1098,37 @@ class StreamLoader:
                    "sample": torch.from_numpy(ids), "meta": torch.from_numpy(meta)}
         if nxt != n_units or (pend is not None and pend[0].shape[0]):
             msg = "epoch plan: fewer batch samples than selected samples"
+            raise RuntimeError(msg)
+
+    def _assembled(self, run: _Run):
+        """The run's batches when the workers assemble them: wait for the units holding each
+        batch's samples, copy the batch out of the ring, release its rows."""
+        st = self.stream
+        asm = run.asm
+        ring = self._ring["out"].numpy()
+        scal = [st.unit_scalars(u) for u in run.units]
+        if scal:
+            ids_all, lab_all, meta_all = (np.concatenate(c) for c in zip(*scal, strict=True))
+        waited: set[int] = set()
+        for b, s in enumerate(run.sizes):
+            for q in asm.touch[b].tolist():
+                if q not in waited:
+                    self._pool.wait(q)
+                    waited.add(q)
+            a0 = asm.base + int(asm.starts[b])
+            out = torch.empty(st.out_shape(s), dtype=torch.float32, pin_memory=self.pin_memory)
+            r0 = a0 % self.cap
+            if r0 + s <= self.cap:
+                out.numpy()[...] = ring[r0 : r0 + s]
+            else:
+                np.take(ring, (a0 + np.arange(s)) % self.cap, axis=0, out=out.numpy())
+            self._pool.release(a0 + s)
+            sel = asm.order[asm.starts[b] : asm.starts[b] + s]
+            yield {"image": st.image_tensor(out), "label": torch.from_numpy(lab_all[sel]),
+                   "sample": torch.from_numpy(ids_all[sel]),
+                   "meta": torch.from_numpy(meta_all[sel])}
+        if len(waited) != len(run.units):
+            msg = "epoch plan: batches do not hold every selected sample"
             raise RuntimeError(msg)
 
     def worker_pids(self) -> list[int]:
@@ -947,7 +1169,7 @@ def loader_context(start_method: str = "forkserver"):
 
 def make_loader(stream: StampStream, *, num_workers: int = 0, pin_memory: bool = False,
                 prefetch_factor: int = 4, start_method: str = "forkserver",
-                speculate: bool = True) -> StreamLoader:
+                speculate: bool = True, assemble: str = "auto") -> StreamLoader:
     """A loader over a :class:`StampStream`.
 
     Parameters
@@ -965,16 +1187,22 @@ def make_loader(stream: StampStream, *, num_workers: int = 0, pin_memory: bool =
     speculate : bool
         When an epoch starts, queue the next epoch's work too (workers keep reading across
         the epoch boundary; dropped if another epoch is asked for).
+    assemble : str
+        Where batches are normalised and laid out: ``consumer`` (this process), ``workers``
+        (the loader workers, straight into a ring in emission order) or ``auto``
+        (:func:`auto_assemble_in_workers`: workers when there are 2 or more and a core for each
+        plus two; see :class:`StreamLoader`). The batches are the same bits.
     """
     stream.num_workers = int(num_workers)
     rank, world = stream.rank_world
     stream._rank, stream._world = rank, world  # worker processes have no process group
     return StreamLoader(stream, num_workers, pin_memory=pin_memory,
                         prefetch_factor=prefetch_factor, start_method=start_method,
-                        speculate=speculate)
+                        speculate=speculate, assemble=assemble)
 
 
 __all__ = [
+    "ASSEMBLE",
     "START_METHODS",
     "ArmData",
     "Selection",
@@ -982,6 +1210,7 @@ __all__ = [
     "StreamLoader",
     "Unit",
     "arm_selection",
+    "auto_assemble_in_workers",
     "keyed_subsample",
     "loader_context",
     "make_loader",

@@ -1,10 +1,13 @@
 """Persistent loader worker processes that fill a shared ring of prepared samples.
 
-The training process (the *consumer*) owns a ring: shared arrays of ``cap`` rows (the pixels,
-normalisation statistics and D4 codes of prepared samples, see
-:class:`gen5dask.train.dataset.StampStream`). It hands every worker a list of *jobs* — (sequence
-number, work unit, ring position) — and each worker writes its units, in order, at their
-positions as soon as the consumer has released that space, then reports the sequence number.
+The training process (the *consumer*) owns a ring: shared arrays of ``cap`` rows — the pixels,
+normalisation statistics and D4 codes of prepared samples, or finished network inputs in
+emission order when the workers assemble the batches (see
+:class:`gen5dask.train.dataset.StreamLoader`). It hands every worker a list of *jobs* —
+(sequence number, work unit, ring position, rows, destinations) — and each worker writes its
+units, in order, as soon as the consumer has released that space, then reports the sequence
+number. A job with destinations (one ring position per sample) writes the unit's assembled
+samples there; its position + rows is one past the largest.
 Positions are *virtual* (monotone; physical row = position mod ``cap``) and assigned by the
 consumer, so the ring is one FIFO whatever the number of workers: the consumer releases space
 in position order by raising one shared counter (``freed``), and a worker writes a unit of
@@ -50,6 +53,23 @@ class UnitWriter(Protocol):
                    row: int) -> None:
         """Write the prepared rows of ``unit`` into ``arrays[...][row : row + size]``."""
 
+    def write_assembled(self, unit: int, epoch: int, arrays: dict[str, np.ndarray],
+                        rows: np.ndarray) -> None:
+        """Write the finished network input of ``unit``'s samples into ``arrays`` at ``rows``
+        (one ring row per sample, in the unit's order)."""
+
+
+def _write(writer: UnitWriter, first: bool, epoch: int, units: list[int], unit: int,
+           views: dict[str, np.ndarray], pos: int, dest: np.ndarray | None, cap: int) -> None:
+    """One job: a unit's prepared rows at ring position ``pos`` or, with ``dest`` (one ring
+    position per sample), its assembled network input."""
+    if first:
+        writer.begin_epoch(epoch, units)
+    if dest is None:
+        writer.write_unit(unit, epoch, views, pos % cap)
+    else:
+        writer.write_assembled(unit, epoch, views, dest % cap)
+
 
 def _worker_loop(writer: UnitWriter, wid: int, arrays: dict[str, torch.Tensor],
                  freed: torch.Tensor, cap: int, cmd_q, reply_q) -> None:
@@ -77,14 +97,12 @@ def _worker_loop(writer: UnitWriter, wid: int, arrays: dict[str, torch.Tensor],
                 units = [it[1] for it in items]
                 todo.extend((epoch, i == 0, units, *it) for i, it in enumerate(items))
             continue
-        epoch, first, units, seq, unit, pos, k = todo[0]
+        epoch, first, units, seq, unit, pos, k, dest = todo[0]
         if pos + k - int(freed_v[0]) > cap:
             time.sleep(POLL_S)
             continue
         try:
-            if first:
-                writer.begin_epoch(epoch, units)
-            writer.write_unit(unit, epoch, views, pos % cap)
+            _write(writer, first, epoch, units, unit, views, pos, dest, cap)
         except Exception:  # noqa: BLE001 - reported to the consumer, which raises it
             reply_q.put(("error", wid, gen, traceback.format_exc()))
             todo.clear()
@@ -123,8 +141,11 @@ class WorkerPool:
         for p in self.procs:
             p.start()
 
-    def submit(self, epoch: int, jobs: list[list[tuple[int, int, int, int]]]) -> None:
-        """Queue per worker ``(seq, unit, position, rows)`` jobs of ``epoch`` (this generation)."""
+    def submit(self, epoch: int, jobs: list[list[tuple]]) -> None:
+        """Queue per worker ``(seq, unit, position, rows, dest)`` jobs of ``epoch`` (this
+        generation). A job is written once ``position + rows - freed <= cap``; ``dest`` is None
+        (prepared rows at ``position``) or the ring positions of the unit's assembled samples
+        (then ``position + rows`` is one past the largest)."""
         for w, items in enumerate(jobs):
             if items:
                 self.cmd[w].put(("jobs", self.gen, int(epoch), items))
@@ -209,8 +230,8 @@ class InlinePool:
         self.pending: collections.deque = collections.deque()
         self.freed = 0
 
-    def submit(self, epoch: int, jobs: list[list[tuple[int, int, int, int]]]) -> None:
-        items = sorted(it for w in jobs for it in w)
+    def submit(self, epoch: int, jobs: list[list[tuple]]) -> None:
+        items = sorted((it for w in jobs for it in w), key=lambda it: it[0])
         units = [it[1] for it in items]
         self.pending.extend((epoch, i == 0, units, *it) for i, it in enumerate(items))
 
@@ -219,13 +240,11 @@ class InlinePool:
 
     def wait(self, seq: int) -> None:
         while self.pending and self.pending[0][3] <= seq:
-            epoch, first, units, _s, unit, pos, k = self.pending.popleft()
+            epoch, first, units, _s, unit, pos, k, dest = self.pending.popleft()
             if pos + k - self.freed > self.cap:
                 msg = "loader ring overrun (consumer did not release space)"
                 raise RuntimeError(msg)
-            if first:
-                self.writer.begin_epoch(epoch, units)
-            self.writer.write_unit(unit, epoch, self.views, pos % self.cap)
+            _write(self.writer, first, epoch, units, unit, self.views, pos, dest, self.cap)
 
     def abort(self) -> None:
         self.pending.clear()

@@ -251,3 +251,70 @@ def test_sliding_shuffle_mixes_units_and_bounds_displacement(stores):
     assert disp.max() < 3 * depth + s.batch_size
     assert len({unit_of[int(sid)] for sid in out[: s.batch_size]}) >= 3
     assert not np.array_equal(out, np.array(sorted(arrival, key=arrival.get)))
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_assembly_in_workers_is_bit_identical(stores, workers):
+    """Batches assembled by the workers (emission order computed up front, one kernel call per
+    unit into an ordered ring) equal the consumer's assembly sample for sample and bit for
+    bit — training (mask, D4, shuffle) and evaluation order — also when an epoch is repeated,
+    skipped or abandoned, and when the ring has to grow."""
+    from gen5dask.train.augment import TrainTransform
+
+    epochs = (0, 1, 1, 4)
+    for shuffle in (True, False):
+        got = {}
+        for asm in ("consumer", "workers"):
+            d, _ = _stream(stores)
+            s = StampStream(d.selections, batch_size=7, seed=5, shuffle=shuffle,
+                            shuffle_buffer=10, transform=TrainTransform(seed=5, mask=True))
+            loader = make_loader(s, num_workers=workers, assemble=asm)
+            assert loader.in_workers == (asm == "workers")
+            try:
+                got[asm] = []
+                for i, epoch in enumerate(epochs):
+                    s.set_epoch(epoch)
+                    got[asm].append(_batches(loader))
+                    if i == 1 and asm == "workers":
+                        loader.cap = 8  # pretend the ring is too small: workers restart
+                        s.set_epoch(9)
+                        next(iter(loader))  # abandoned after one batch
+            finally:
+                loader.close()
+        for ep in range(len(epochs)):
+            assert len(got["workers"][ep]) == len(got["consumer"][ep]) > 1
+            for (i0, x0), (i1, x1) in zip(got["consumer"][ep], got["workers"][ep], strict=True):
+                assert np.array_equal(i0, i1)
+                assert x0.tobytes() == x1.tobytes()
+
+
+def test_assemble_choice():
+    from gen5dask.train.dataset import StreamLoader, auto_assemble_in_workers
+
+    assert not auto_assemble_in_workers(1, cores=64)
+    assert auto_assemble_in_workers(2, cores=4) and auto_assemble_in_workers(8, cores=16)
+    assert not auto_assemble_in_workers(2, cores=3) and not auto_assemble_in_workers(2, cores=2)
+    s = StampStream([], batch_size=4, seed=0, shuffle=False)
+    assert not StreamLoader(s, 0).in_workers and not StreamLoader(s, 1).in_workers
+    assert StreamLoader(s, 2).in_workers == auto_assemble_in_workers(2)
+    assert StreamLoader(s, 0, assemble="workers").in_workers
+    assert not StreamLoader(s, 3, assemble="consumer").in_workers
+    with pytest.raises(ValueError, match="assemble must be one of"):
+        StreamLoader(s, 1, assemble="gpu")
+
+
+def test_assembly_in_workers_across_two_ranks(stores):
+    d, _ = _stream(stores)
+    want = np.sort(np.concatenate([x.sample for x in d.selections]))
+    parts, nbatches = [], []
+    for rank in (0, 1):
+        _, s = _stream(stores, rank=rank, world_size=2)
+        s.set_epoch(3)
+        ref = _ids(make_loader(s, num_workers=0))
+        ids, sizes = _ids(make_loader(s, num_workers=0, assemble="workers"))
+        assert np.array_equal(ids, ref[0]) and sizes == ref[1]
+        parts.append(ids)
+        nbatches.append(len(sizes))
+    assert np.intersect1d(parts[0], parts[1]).size == 0
+    assert np.array_equal(np.sort(np.concatenate(parts)), want)
+    assert nbatches[0] == nbatches[1]
