@@ -15,10 +15,18 @@ from gen5dask.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(config: str, out: Path) -> dict:
-    assert main(["run", str(ROOT / "configs" / config), "--set", f"output_dir={out}"]) == 0
-    return json.loads(load_config(ROOT / "configs" / config,
-                                  [f"output_dir={out}"]).layout.metrics_json.read_text())
+# the configured seed and another: the criteria must hold "for any seed"
+SEEDS = [None, 1]
+
+
+def _run(config: str, out: Path, seed: int | None = None) -> dict:
+    sets = [f"output_dir={out}"] + ([f"seed={seed}"] if seed is not None else [])
+    args = ["run", str(ROOT / "configs" / config)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    return json.loads(load_config(ROOT / "configs" / config, sets).layout.metrics_json
+                      .read_text())
 
 
 def _best_val_auc(out: Path, arm: str) -> float:
@@ -28,8 +36,9 @@ def _best_val_auc(out: Path, arm: str) -> float:
 
 
 @pytest.mark.slow
-def test_demo_arms_learn_what_they_are_shown(tmp_path):
-    doc = _run("demo.yaml", tmp_path / "demo")
+@pytest.mark.parametrize("seed", SEEDS)
+def test_demo_arms_learn_what_they_are_shown(tmp_path, seed):
+    doc = _run("demo.yaml", tmp_path / "demo", seed)
     assert _best_val_auc(tmp_path / "demo", "baseline") >= 0.95
     rem = doc["arms"]["remediated"]
     assert rem["auc_arc_snr_ge"] >= 0.95
@@ -40,8 +49,9 @@ def test_demo_arms_learn_what_they_are_shown(tmp_path):
 
 
 @pytest.mark.slow
-def test_closed_loop_agrees_with_itself(tmp_path):
-    m = _run("closed_loop.yaml", tmp_path / "loop")["arms"]["remediated"]
+@pytest.mark.parametrize("seed", SEEDS)
+def test_closed_loop_agrees_with_itself(tmp_path, seed):
+    m = _run("closed_loop.yaml", tmp_path / "loop", seed)["arms"]["remediated"]
     ta, ta_ci = m["tier_a_recall_at_fpr_0.01"], m["tier_a_recall_at_fpr_0.01_bootstrap"]
     rw = m["injection_recall_reweighted_to_tier_a_at_fpr_0.01"]
     rw_ci = m["injection_recall_reweighted_to_tier_a_at_fpr_0.01_bootstrap"]
