@@ -28,10 +28,11 @@ class ArmConfig(Section):
     into Gen5'. Resolved by the ``ablation`` stage and recorded in ``metrics.json``."""
     init_from: str | None = None
     """Name of an earlier arm whose trained weights start this arm (fine-tuning; ``None``:
-    random initialisation from the seed). With the default arms, Gen5' starts from Gen5: a
-    two-stage curriculum, bright Gen5-recipe arcs first, then the calibrated population. The
-    parent's model file is a parent of this arm's fingerprint (retraining the parent retrains
-    the child) and is named in the model file's provenance."""
+    random initialisation from the seed; the default arms use it nowhere). The demo and
+    closed-loop configs start Gen5' from Gen5 (``init_from: baseline``): a two-stage
+    curriculum, bright Gen5-recipe arcs first, then the calibrated population. The parent's
+    model file is a parent of this arm's fingerprint (retraining the parent retrains the child)
+    and is listed in the model file's ``provenance.parents``."""
 
 
 class DecisionConfig(Section):
