@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from gen5dask.config.ablation import AblationConfig
 from gen5dask.config.anchors import AnchorsConfig
@@ -72,6 +72,16 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _arm_replicates(self):
+        over = [a.name for a in self.ablation.arms
+                if a.replicates is not None and a.replicates > self.inject.replicates]
+        if over:
+            msg = (f"ablation.arms: {over} ask for more injection replicates than "
+                   f"inject.replicates ({self.inject.replicates}) makes")
+            raise ValueError(msg)
+        return self
 
     @property
     def layout(self) -> OutputLayout:

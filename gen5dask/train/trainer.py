@@ -366,6 +366,7 @@ def train_arm(
         "train_path": layout.train, "hardneg_path": layout.hardneg,
         "inject_mode": arm.brightness, "hard_negatives": arm.hard_negatives,
         "metadata_columns": tc.metadata_columns, "seed": cfg.seed, "tables": tables,
+        "replicates": arm.replicates,
     }
     tr = arm_selection(split="train", hard_negative_fraction=tc.hard_negative_fraction,
                        positive_fraction=tc.positive_fraction, **common)
@@ -617,7 +618,8 @@ RECIPE_KEYS = ("epochs", "batch_size", "lr", "schedule", "torch_threads", "rotat
 def model_summary(path: str | Path) -> dict:
     """Primitive description of how a model file was trained (for the report).
 
-    Keys: ``arm`` (the arm's recipe: brightness, hard_negatives, center_mask, init_from),
+    Keys: ``arm`` (the arm's recipe: brightness, hard_negatives, center_mask, init_from,
+    replicates),
     ``model`` (architecture name), ``n_parameters``, ``stamp_size`` (pixels), ``bands``,
     ``epoch`` (selected), ``epochs_run``, ``early_stopped``, ``selection_metric``,
     ``selection_value``, ``counts`` (training/validation selection sizes per kind) and ``train``
