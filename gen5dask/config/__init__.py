@@ -83,6 +83,13 @@ class Config(Section):
             raise ValueError(msg)
         return self
 
+    @model_validator(mode="after")
+    def _crop(self):
+        if self.train.crop is not None and self.train.crop > self.stamp_size:
+            msg = f"train.crop ({self.train.crop}) must be <= stamp_size ({self.stamp_size})"
+            raise ValueError(msg)
+        return self
+
     @property
     def layout(self) -> OutputLayout:
         """Artifact paths under ``output_dir``."""

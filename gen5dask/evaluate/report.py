@@ -324,7 +324,8 @@ def _recipe_table(models: Mapping[str, dict]) -> str:
             "on" if mask is True else "off" if mask is False else mask,
             a.get("init_from") or "random (seeded)",
             f"{m.get('model')} ({m.get('n_parameters', 0) / 1e6:.2f} M)",
-            f"{m.get('stamp_size')} px, {''.join(m.get('bands', []))}",
+            f"{m.get('stamp_size')} px{f' (central {crop} px)' if (crop := m.get('crop')) else ''}"
+            f", {''.join(m.get('bands', []))}",
             f"{m.get('epochs_run')} of {t.get('epochs')} (best {m.get('epoch')}: "
             f"{m.get('selection_metric')} {_fmt(m.get('selection_value'))})",
             f"{t.get('batch_size')} / {_fmt(t.get('lr'))} {t.get('schedule')}",

@@ -222,7 +222,7 @@ def initial_weights(cfg, arm, spec: dict) -> dict | None:
         return None
     path = cfg.layout.model(arm.init_from)
     payload = load_model_file(path)
-    if dict(payload["arch"]) != dict(spec):
+    if {"crop": 0, **payload["arch"]} != {"crop": 0, **spec}:
         msg = (f"arm {arm.name!r}: init_from model {path} has architecture {payload['arch']}, "
                f"this arm builds {spec}; both arms must use the same train.model, bands and "
                "train.metadata_columns")
@@ -429,7 +429,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    spec = arch_spec(spec_args[0], in_channels=spec_args[1], n_meta=n_meta)
+    spec = arch_spec(spec_args[0], in_channels=spec_args[1], n_meta=n_meta, crop=tc.crop)
     model = build_model(spec)
     start = initial_weights(cfg, arm, spec)
     if start is not None:
@@ -620,7 +620,8 @@ def model_summary(path: str | Path) -> dict:
 
     Keys: ``arm`` (the arm's recipe: brightness, hard_negatives, center_mask, init_from,
     replicates),
-    ``model`` (architecture name), ``n_parameters``, ``stamp_size`` (pixels), ``bands``,
+    ``model`` (architecture name), ``n_parameters``, ``stamp_size`` and ``crop`` (pixels; crop 0:
+    whole stamp), ``bands``,
     ``epoch`` (selected), ``epochs_run``, ``early_stopped``, ``selection_metric``,
     ``selection_value``, ``counts`` (training/validation selection sizes per kind) and ``train``
     (the :data:`RECIPE_KEYS` settings)."""
@@ -634,8 +635,9 @@ def model_summary(path: str | Path) -> dict:
         "arm": dict(info["arm"]), "model": str(info["arch"]["name"]),
         "n_parameters": int(sum(v.numel() for k, v in info["state_dict"].items()
                                 if "running_" not in k and "num_batches" not in k)),
-        "stamp_size": int(info["stamp_size"]), "bands": list(info["bands"]),
-        "epoch": int(info["epoch"]), "epochs_run": int(info["epochs_run"]),
+        "stamp_size": int(info["stamp_size"]), "crop": int(info["arch"].get("crop", 0)),
+        "bands": list(info["bands"]), "epoch": int(info["epoch"]),
+        "epochs_run": int(info["epochs_run"]),
         "early_stopped": bool(info["early_stopped"]),
         "selection_metric": str(info["selection_metric"]),
         "selection_value": float(info["selection_value"]),

@@ -67,6 +67,24 @@ def test_model_file_log_and_selection(run_dir):
     assert len(list(cfg.layout.checkpoint_dir(arm.name).glob("epoch_*.pt"))) == 2
 
 
+def test_crop_and_replicates_reach_the_model_file(run_dir):
+    """``train.crop`` is stored in the architecture (scoring rebuilds it) and the report's
+    recipe summary carries it with the arm's ``replicates``."""
+    from gen5dask.train.scoring import load_scorer
+    from gen5dask.train.trainer import model_summary
+
+    cfg = make_cfg(run_dir, epochs=1, crop=24)
+    arm = _arm(cfg, "baseline")
+    arm.replicates = 1
+    train_arm(cfg, arm)
+    info = torch.load(cfg.layout.model(arm.name), weights_only=True)
+    assert info["arch"]["crop"] == 24
+    model, _ = load_scorer(cfg.layout.model(arm.name))
+    assert model.crop == 24
+    s = model_summary(cfg.layout.model(arm.name))
+    assert s["crop"] == 24 and s["arm"]["replicates"] == 1
+
+
 def test_lr_schedule():
     s = LRSchedule(lr=1.0, epochs=2, kind="cosine", min_lr_frac=0.0)
     assert s.lr_at(0, 0, 10) == pytest.approx(1.0)
