@@ -438,7 +438,8 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
             log.info(f"[train {arm.name}] starting from the weights of arm {arm.init_from!r}")
     model = model.to(device).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = LRSchedule(lr=tc.lr, epochs=tc.epochs, kind=tc.schedule,
+    n_epochs = arm.epochs if arm.epochs is not None else tc.epochs
+    sched = LRSchedule(lr=tc.lr, epochs=n_epochs, kind=tc.schedule,
                        warmup_frac=tc.warmup_frac, min_lr_frac=tc.min_lr_frac)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tc.precision == "fp16")
     net: torch.nn.Module = model
@@ -481,7 +482,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
         bad_epochs >= tc.early_stopping_patience)
     epochs_run = 0
     epoch = start_epoch
-    while epoch < tc.epochs and not stopped:
+    while epoch < n_epochs and not stopped:
         if stop_after is not None and epochs_run >= stop_after:
             return {"status": "paused", "epoch": epoch, "history": history,
                     "counts": {"train": tr.counts, "val": va.counts}}
@@ -491,7 +492,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
         nb = train_stream.num_batches()
         wait = 0.0
         loss_sum, n_seen = 0.0, 0
-        bar = progress_bar(total=nb, desc=f"{arm.name} epoch {epoch + 1}/{tc.epochs}",
+        bar = progress_bar(total=nb, desc=f"{arm.name} epoch {epoch + 1}/{n_epochs}",
                            unit="batch", disable=not show, leave=False)
         t_w = time.perf_counter()
         for j, batch in enumerate(train_loader):
@@ -573,7 +574,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
     result = {"status": "done", "model": str(out), "best_epoch": best["epoch"],
               "selection_metric": metric, "selection_value": best["value"],
               "history": history, "counts": {"train": tr.counts, "val": va.counts},
-              "early_stopped": bool(stopped and epoch < tc.epochs)}
+              "early_stopped": bool(stopped and epoch < n_epochs)}
     if rank == 0:
         payload = {
             "state_dict": best["state_dict"],
@@ -641,7 +642,8 @@ def model_summary(path: str | Path) -> dict:
         "early_stopped": bool(info["early_stopped"]),
         "selection_metric": str(info["selection_metric"]),
         "selection_value": float(info["selection_value"]),
-        "counts": counts, "train": {k: train.get(k) for k in RECIPE_KEYS},
+        "counts": counts, "train": {k: train.get(k) for k in RECIPE_KEYS}
+        | ({"epochs": info["arm"]["epochs"]} if info["arm"].get("epochs") else {}),
     }
 
 
