@@ -26,7 +26,10 @@ Measurements (wall clock, including the host scan, store writes and Dask overhea
 Where a run's wall time goes (every run above; ``phases_s``): ``host_scan`` (the stage's map
 over host chunks: finite pixels, host magnitudes), ``chunks`` (the map over output chunks:
 read hosts, render, noise, write) and ``fixed`` (the rest: plan, store creation, finalize,
-calibration record -- per run, not per stamp). ``stamps_per_s_chunks_*`` and
+calibration record -- per run, not per stamp), and the CPU seconds of the driver
+(``cpu_driver``, all its threads) and of the workers (``cpu_workers``, summed);
+``cpu_ms_per_stamp`` is their sum per output stamp -- on a loaded machine the CPU cost per
+stamp stays meaningful when wall-clock ratios do not. ``stamps_per_s_chunks_*`` and
 ``speedup_1_to_2_workers_chunks`` divide by the ``chunks`` phase only: the steady-state rate
 a catalogue-scale run approaches. Throughput runs use 6,144 output stamps (24 chunks) with and
 without ``--quick``: the earlier quick size (1,536 stamps = 6 chunks, 3 per worker) let the
@@ -79,6 +82,12 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 class _PhaseTimer:
     """Wall seconds of the stage's two chunk maps (by their ``desc``), the rest is "fixed"."""
 
@@ -127,10 +136,12 @@ def _run(
     cfg = _cfg(out, hosts)
     timer = _PhaseTimer()
     if n_workers is None:
+        c0 = _cpu_s()
         t0 = time.perf_counter()
         with timer:
             run_inject(cfg)
         dt = time.perf_counter() - t0
+        cpu = {"driver": _cpu_s() - c0, "workers": 0.0}
         rss = None
     else:
         from distributed import Client, LocalCluster
@@ -148,15 +159,22 @@ def _run(
             Client(lc) as client,
         ):
             client.run(_warm)  # import + numba cache load outside the timing
+            w0 = client.run(_cpu_s)
+            c0 = _cpu_s()
             t0 = time.perf_counter()
             with timer:
                 run_inject(cfg, client=client)
             dt = time.perf_counter() - t0
+            c1 = _cpu_s()
+            w1 = client.run(_cpu_s)
+            cpu = {"driver": c1 - c0, "workers": sum(w1[k] - w0[k] for k in w0)}
             rss = max(client.run(_maxrss_mb).values())
     n = store_geometry(cfg.layout.train)["n_samples"]
     shutil.rmtree(out, ignore_errors=True)
     phases = {k: round(v, 3) for k, v in timer.seconds.items()}
     phases["fixed"] = round(dt - sum(timer.seconds.values()), 3)
+    phases["cpu_driver"] = round(cpu["driver"], 3)
+    phases["cpu_workers"] = round(cpu["workers"], 3)
     return dt, n, rss, phases
 
 
@@ -281,6 +299,10 @@ def main(argv: list[str] | None = None) -> dict:
             "stamps_per_s_chunks_1worker": n_out / ph_1["chunks"],
             "stamps_per_s_chunks_2workers": n_out / ph_2["chunks"],
             "speedup_1_to_2_workers_chunks": ph_1["chunks"] / ph_2["chunks"],
+            "cpu_ms_per_stamp": {
+                k: round(1e3 * (ph["cpu_driver"] + ph["cpu_workers"]) / n_out, 3)
+                for k, ph in (("sync", ph_sync), ("1worker", ph_1), ("2workers", ph_2))
+            },
             "n_stamps_10k": n_s,
             "peak_rss_mb_10k": rss_s,
             "n_stamps_200k": n_b,
