@@ -211,7 +211,8 @@ def profile_sync(out: Path, hosts: Path, top: int = 14) -> dict:
             keep[name] = round(ct, 3)
     for ct, name in rows:
         if name.split(":")[-1] in ("render_lensed_sersic", "convolve_to_stamps", "render_chunk",
-                                   "add_noise", "solve_amplitude_for_arc_snr", "write_chunk",
+                                   "add_noise", "add_light_into", "solve_amplitude_for_arc_snr",
+                                   "write_chunk", "read_host_rows",
                                    "read_samples", "host_table", "build_plan"):
             keep.setdefault(name, round(ct, 3))
     return {"total_s": total, "functions": keep}
