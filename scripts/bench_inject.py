@@ -23,7 +23,20 @@ Measurements (wall clock, including the host scan, store writes and Dask overhea
   stamps, keys keep their names and ``n_stamps_*`` records the sizes). Flat RSS between the two
   sizes shows that worker memory is bounded by a few chunks.
 
-Numbers depend on the machine and on whatever else runs on it; the JSON records ``cpu_count``.
+Where a run's wall time goes (every run above; ``phases_s``): ``host_scan`` (the stage's map
+over host chunks: finite pixels, host magnitudes), ``chunks`` (the map over output chunks:
+read hosts, render, noise, write) and ``fixed`` (the rest: plan, store creation, finalize,
+calibration record -- per run, not per stamp), and the CPU seconds of the driver
+(``cpu_driver``, all its threads) and of the workers (``cpu_workers``, summed);
+``cpu_ms_per_stamp`` is their sum per output stamp -- on a loaded machine the CPU cost per
+stamp stays meaningful when wall-clock ratios do not. ``stamps_per_s_chunks_*`` and
+``speedup_1_to_2_workers_chunks`` divide by the ``chunks`` phase only: the steady-state rate
+a catalogue-scale run approaches. Throughput runs use 6,144 output stamps (24 chunks) with and
+without ``--quick``: the earlier quick size (1,536 stamps = 6 chunks, 3 per worker) let the
+per-run fixed part and the last chunk's imbalance decide the ratios.
+
+Numbers depend on the machine and on whatever else runs on it; the JSON records ``cpu_count``
+and the load average before and after.
 """
 
 from __future__ import annotations
@@ -69,10 +82,46 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class _PhaseTimer:
+    """Wall seconds of the stage's two chunk maps (by their ``desc``), the rest is "fixed"."""
+
+    def __init__(self) -> None:
+        self.seconds = {"host_scan": 0.0, "chunks": 0.0}
+
+    def __enter__(self) -> _PhaseTimer:
+        import gen5dask.injection.plan as plan_mod
+        import gen5dask.stages.inject as inject_mod
+
+        self._mods = (plan_mod, inject_mod)
+        self._orig = inject_mod.map_chunks
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return self._orig(*args, **kwargs)
+            finally:
+                key = "host_scan" if "scan" in kwargs.get("desc", "") else "chunks"
+                self.seconds[key] += time.perf_counter() - t0
+
+        for mod in self._mods:
+            mod.map_chunks = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for mod in self._mods:
+            mod.map_chunks = self._orig
+
+
 def _run(
     out: Path, hosts: Path, n_workers: int | None, *, malloc_trim: bool = False
-) -> tuple[float, int, float | None]:
-    """Inject into ``hosts`` -> (seconds, output stamps, max worker peak RSS MB).
+) -> tuple[float, int, float | None, dict]:
+    """Inject into ``hosts`` -> (seconds, output stamps, max worker peak RSS MB, phases).
 
     ``malloc_trim=False`` drops distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` from the
     worker environment: setting it switches off glibc's dynamic mmap threshold, so every
@@ -85,10 +134,14 @@ def _run(
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = _cfg(out, hosts)
+    timer = _PhaseTimer()
     if n_workers is None:
+        c0 = _cpu_s()
         t0 = time.perf_counter()
-        run_inject(cfg)
+        with timer:
+            run_inject(cfg)
         dt = time.perf_counter() - t0
+        cpu = {"driver": _cpu_s() - c0, "workers": 0.0}
         rss = None
     else:
         from distributed import Client, LocalCluster
@@ -106,13 +159,23 @@ def _run(
             Client(lc) as client,
         ):
             client.run(_warm)  # import + numba cache load outside the timing
+            w0 = client.run(_cpu_s)
+            c0 = _cpu_s()
             t0 = time.perf_counter()
-            run_inject(cfg, client=client)
+            with timer:
+                run_inject(cfg, client=client)
             dt = time.perf_counter() - t0
+            c1 = _cpu_s()
+            w1 = client.run(_cpu_s)
+            cpu = {"driver": c1 - c0, "workers": sum(w1[k] - w0[k] for k in w0)}
             rss = max(client.run(_maxrss_mb).values())
     n = store_geometry(cfg.layout.train)["n_samples"]
     shutil.rmtree(out, ignore_errors=True)
-    return dt, n, rss
+    phases = {k: round(v, 3) for k, v in timer.seconds.items()}
+    phases["fixed"] = round(dt - sum(timer.seconds.values()), 3)
+    phases["cpu_driver"] = round(cpu["driver"], 3)
+    phases["cpu_workers"] = round(cpu["workers"], 3)
+    return dt, n, rss, phases
 
 
 def profile_sync(out: Path, hosts: Path, top: int = 14) -> dict:
@@ -148,7 +211,8 @@ def profile_sync(out: Path, hosts: Path, top: int = 14) -> dict:
             keep[name] = round(ct, 3)
     for ct, name in rows:
         if name.split(":")[-1] in ("render_lensed_sersic", "convolve_to_stamps", "render_chunk",
-                                   "add_noise", "solve_amplitude_for_arc_snr", "write_chunk",
+                                   "add_noise", "add_light_into", "solve_amplitude_for_arc_snr",
+                                   "write_chunk", "read_host_rows",
                                    "read_samples", "host_table", "build_plan"):
             keep.setdefault(name, round(ct, 3))
     return {"total_s": total, "functions": keep}
@@ -188,14 +252,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, required=True, help="output JSON path")
     ap.add_argument("--quick", action="store_true",
-                    help="smaller runs: 1.5k-stamp throughput, 3k/30k-stamp RSS runs")
+                    help="smaller RSS runs (3k/30k stamps); throughput runs keep 6,144 stamps")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch directory")
     ap.add_argument("--profile", action="store_true",
                     help="also profile the synchronous run (cProfile, where the time goes)")
     args = ap.parse_args(argv)
 
     per_host = 3  # control + uncalibrated + calibrated
-    n_tp = 1536 if args.quick else 6144  # output stamps of the throughput runs
+    n_tp = 6144  # output stamps of the throughput runs (24 chunks; see the module docstring)
     n_small, n_big = (3000, 30000) if args.quick else (10_000, 200_000)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_inject_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -205,18 +269,21 @@ def main(argv: list[str] | None = None) -> dict:
         _run(work / "out_w", hosts_w, None)
 
         hosts_tp = make_host_store(work / "hosts_tp.zarr", n_tp // per_host)
-        t_sync, n_out, _ = _run(work / "out", hosts_tp, None)
+        load_before = os.getloadavg()
+        t_sync, n_out, _, ph_sync = _run(work / "out", hosts_tp, None)
         prof = profile_sync(work / "out", hosts_tp) if args.profile else None
-        t_1, _, _ = _run(work / "out", hosts_tp, 1)
-        t_2, _, _ = _run(work / "out", hosts_tp, 2)
-        t_2trim, _, _ = _run(work / "out", hosts_tp, 2, malloc_trim=True)
+        t_1, _, _, ph_1 = _run(work / "out", hosts_tp, 1)
+        t_2, _, _, ph_2 = _run(work / "out", hosts_tp, 2)
+        t_2trim, _, _, _ = _run(work / "out", hosts_tp, 2, malloc_trim=True)
         hosts_s = make_host_store(work / "hosts_s.zarr", n_small // per_host)
-        _, n_s, rss_s = _run(work / "out", hosts_s, 2)
+        _, n_s, rss_s, _ = _run(work / "out", hosts_s, 2)
         shutil.rmtree(work / "hosts_s.zarr", ignore_errors=True)
         hosts_b = make_host_store(work / "hosts_b.zarr", n_big // per_host)
-        t_b, n_b, rss_b = _run(work / "out", hosts_b, 2)
+        t_b, n_b, rss_b, _ = _run(work / "out", hosts_b, 2)
         result = {
             "cpu_count": os.cpu_count(),
+            "loadavg_before": [round(v, 2) for v in load_before],
+            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
             "stamp_size": STAMP,
             "chunk_size": CHUNK,
             "stamps_per_host": per_host,
@@ -228,6 +295,15 @@ def main(argv: list[str] | None = None) -> dict:
             "rendered_per_s_2workers": n_out * 2 / 3 / t_2,
             "speedup_1_to_2_workers": t_1 / t_2,
             "ratio_2workers_vs_sync": t_sync / t_2,
+            "phases_s": {"sync": ph_sync, "1worker": ph_1, "2workers": ph_2},
+            "stamps_per_s_chunks_sync": n_out / ph_sync["chunks"],
+            "stamps_per_s_chunks_1worker": n_out / ph_1["chunks"],
+            "stamps_per_s_chunks_2workers": n_out / ph_2["chunks"],
+            "speedup_1_to_2_workers_chunks": ph_1["chunks"] / ph_2["chunks"],
+            "cpu_ms_per_stamp": {
+                k: round(1e3 * (ph["cpu_driver"] + ph["cpu_workers"]) / n_out, 3)
+                for k, ph in (("sync", ph_sync), ("1worker", ph_1), ("2workers", ph_2))
+            },
             "n_stamps_10k": n_s,
             "peak_rss_mb_10k": rss_s,
             "n_stamps_200k": n_b,

@@ -28,7 +28,7 @@ from gen5dask.injection.matched_filter import snr_opt
 from gen5dask.injection.render import render_unit_arcs
 from gen5dask.injection.spec import InjectSpec
 from gen5dask.kernels import photometry
-from gen5dask.kernels.noise import add_noise
+from gen5dask.kernels.noise import add_light_into
 from gen5dask.store.schema import KINDS, TRUTH_VARS
 
 TRUTH = tuple(name for name, _, _ in TRUTH_VARS)
@@ -76,7 +76,7 @@ def inject_rows(
     host_mag = plan["host_mag_r"].astype(np.float64)
 
     image = np.array(host["image"], dtype=np.float32, copy=True)
-    invvar = np.asarray(host["invvar"], dtype=np.float32)
+    invvar = np.ascontiguousarray(host["invvar"], dtype=np.float32)
     truth = {name: np.full(n, np.nan, dtype=np.float64) for name in TRUTH}
     quality = np.zeros(n, dtype=np.int64)  # "ok"
     kinds = np.where(
@@ -152,16 +152,10 @@ def inject_rows(
         snr = photometry.arc_snr(arc[:, ir], iv_r)
         lit = amp > 0  # null injections render no arc: snr_opt stays NaN
         snr_opt_all[lensed[lit]] = snr_opt(arc[lit], invvar[lensed[lit]])
-        if spec.poisson:
-            # shot noise only (the host already carries the sky noise); pixels without data
-            # (invvar 0) get the arc noise-free
-            keys = noise_keys(spec.seed, hid, reps, m)
-            noisy = add_noise(arc, invvar[lensed], keys, poisson=True, gain=spec.gain, sky=False)
-        else:
-            noisy = arc
-        sub = image[lensed]
-        np.add(sub, noisy, out=sub, where=noisy != 0)  # zero light leaves the host untouched
-        image[lensed] = sub
+        # shot noise only (the host already carries the sky noise); pixels without data
+        # (invvar 0) get the arc noise-free; zero light leaves the host untouched
+        keys = noise_keys(spec.seed, hid, reps, m)
+        add_light_into(image, lensed, arc, invvar, keys, poisson=spec.poisson, gain=spec.gain)
         if arc_out is not None:
             arc_out[lensed] = arc
         for name in COPIED:

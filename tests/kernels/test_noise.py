@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gen5dask.kernels.noise import POISSON_SALT, add_noise
+from gen5dask.kernels.noise import POISSON_SALT, add_light_into, add_noise
 from gen5dask.kernels.rng import keys_for, normal, splitmix64, stage_id, uniform
 
 
@@ -139,3 +141,95 @@ def test_sky_false_adds_only_shot_noise():
     both = add_noise(arc, iv, keys, poisson=True, gain=50.0)
     sky_only = add_noise(arc, iv, keys) - arc
     assert np.allclose(both - sky_only, shot, atol=1e-5)  # independent streams add up
+
+
+def _shot_reference_into(image, rows, arc, invvar, keys, gain):
+    """Slow python loop: ``image[rows[i]] += float32(arc + shot noise)`` where non-zero."""
+    out = image.copy()
+    n, nb, h, w = arc.shape
+    for i in range(n):
+        kp = splitmix64(np.uint64(keys[i]) ^ POISSON_SALT)
+        for b in range(nb):
+            for y in range(h):
+                for x in range(w):
+                    v = float(arc[i, b, y, x])
+                    if invvar[rows[i], b, y, x] > 0:
+                        lam = max(v, 0.0) * gain
+                        c = (b * h + y) * w + x
+                        if 0 < lam < 30:
+                            u = uniform(kp, c)
+                            k, p = 0, math.exp(-lam)
+                            cdf = p
+                            while u > cdf:
+                                k += 1
+                                p *= lam / k
+                                cdf += p
+                            v += (k - lam) / gain
+                        elif lam >= 30:
+                            v += np.sqrt(lam) * normal(kp, c) / gain
+                    light = np.float32(v)
+                    if light != 0:
+                        out[rows[i], b, y, x] = np.float32(out[rows[i], b, y, x] + light)
+    return out
+
+
+def _light_case(seed=1):
+    rng = np.random.default_rng(seed)
+    shape = (5, 3, 6, 7)
+    image = rng.normal(0, 0.01, shape).astype(np.float32)
+    invvar = rng.uniform(1e3, 1e5, shape).astype(np.float32)
+    invvar[2, 1, 3, :] = 0.0  # no data: the arc goes in noise-free
+    # arcs spanning the regimes: exactly 0, negative (FFT ringing), tiny lambda (the k = 0
+    # shortcut), lambda of a few and >= 30 (Gaussian branch)
+    arc = (10.0 ** rng.uniform(-12, -1.5, (3, 3, 6, 7))).astype(np.float32)
+    arc[0, 0, :2] = 0.0
+    arc[1, 2, 0, :3] = -1e-9
+    arc[2, 0, 0, 0] = 0.05  # lambda 150 at gain 3000
+    rows = np.array([4, 2, 0])
+    return image, rows, arc, invvar, _keys(3)
+
+
+def test_add_light_into_matches_reference_loop():
+    image, rows, arc, invvar, keys = _light_case()
+    got = image.copy()
+    add_light_into(got, rows, arc, invvar, keys, poisson=True, gain=3000.0)
+    want = _shot_reference_into(image, rows, arc, invvar, keys, 3000.0)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    untouched = [1, 3]  # rows without an arc keep the host bit for bit
+    np.testing.assert_array_equal(got[untouched].view(np.uint32), image[untouched].view(np.uint32))
+
+
+def test_add_light_into_equals_add_noise_path():
+    """Bit for bit what the stage did before: ``image[rows] + add_noise(sky=False)`` where the
+    noisy light is non-zero (and ``arc`` itself without shot noise)."""
+    image, rows, arc, invvar, keys = _light_case(2)
+    for poisson in (True, False):
+        got = image.copy()
+        add_light_into(got, rows, arc, invvar, keys, poisson=poisson, gain=3000.0)
+        noisy = (
+            add_noise(arc, invvar[rows], keys, poisson=True, gain=3000.0, sky=False)
+            if poisson else arc
+        )
+        sub = image[rows]
+        np.add(sub, noisy, out=sub, where=noisy != 0)
+        want = image.copy()
+        want[rows] = sub
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_add_light_into_errors():
+    image, rows, arc, invvar, keys = _light_case()
+    bad = invvar.copy()
+    bad[2, 1, 0, 0] = -1.0
+    with pytest.raises(ValueError, match=r"invvar .*sample index 1, band index 1"):
+        add_light_into(image.copy(), rows, arc, bad, keys, poisson=True, gain=3000.0)
+    nan_arc = arc.copy()
+    nan_arc[2, 2, 1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"arc .*sample index 2, band index 2"):
+        add_light_into(image.copy(), rows, nan_arc, invvar, keys, poisson=True, gain=3000.0)
+    with pytest.raises(ValueError, match="gain"):
+        add_light_into(image.copy(), rows, arc, invvar, keys, poisson=True, gain=0.0)
+    with pytest.raises(ValueError, match="float32"):
+        add_light_into(image.astype(np.float64), rows, arc, invvar, keys, poisson=True, gain=1.0)
+    with pytest.raises(ValueError, match="rows must lie"):
+        add_light_into(image.copy(), rows + 3, arc, invvar, keys, poisson=True, gain=1.0)
