@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from gen5dask.config.ablation import AblationConfig
 from gen5dask.config.anchors import AnchorsConfig
@@ -72,6 +72,23 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _arm_replicates(self):
+        over = [a.name for a in self.ablation.arms
+                if a.replicates is not None and a.replicates > self.inject.replicates]
+        if over:
+            msg = (f"ablation.arms: {over} ask for more injection replicates than "
+                   f"inject.replicates ({self.inject.replicates}) makes")
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _crop(self):
+        if self.train.crop is not None and self.train.crop > self.stamp_size:
+            msg = f"train.crop ({self.train.crop}) must be <= stamp_size ({self.stamp_size})"
+            raise ValueError(msg)
+        return self
 
     @property
     def layout(self) -> OutputLayout:

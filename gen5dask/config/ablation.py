@@ -33,6 +33,14 @@ class ArmConfig(Section):
     curriculum, bright Gen5-recipe arcs first, then the calibrated population. The parent's
     model file is a parent of this arm's fingerprint (retraining the parent retrains the child)
     and is listed in the model file's ``provenance.parents``."""
+    epochs: int | None = Field(None, ge=1)
+    """Maximum epochs of this arm (``None``: ``train.epochs``). A fine-tuned arm
+    (``init_from``) usually needs fewer than one trained from a random start."""
+    replicates: int | None = Field(None, ge=1)
+    """Injection replicates per host this arm trains and validates on: replicates
+    ``0 .. replicates-1`` of ``inject.replicates`` (``None``: all). Lets one injection run serve
+    a Gen5 recipe of one injection per host and a Gen5' that sees several independent calibrated
+    lens/source draws per host; every arm is evaluated on all held-out replicates."""
 
 
 class DecisionConfig(Section):

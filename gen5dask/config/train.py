@@ -16,6 +16,12 @@ class TrainConfig(Section):
     """Subset of ``ablation.arms`` names to train (``None``: every arm)."""
     model: Literal["resnet_small", "resnet18"] = "resnet_small"
     """Network: ``resnet_small`` (compact, CPU-friendly) or ``resnet18`` (GPU-sized)."""
+    crop: int | None = Field(None, ge=8)
+    """Side, pixels, of the central crop of each stamp the network sees (``None``: the whole
+    stamp). The stamp is normalised on its own outer region first (``norm_r_outer``), so the
+    crop changes what the network looks at, not the noise units; the crop is part of the
+    architecture stored in the model file, so scoring sees the same pixels. Costs ~crop^2 /
+    stamp_size^2 of the network's compute."""
     epochs: int = Field(4, ge=1)
     """Maximum number of passes over the training selection."""
     batch_size: int = Field(128, ge=1)

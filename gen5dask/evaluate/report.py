@@ -317,12 +317,15 @@ def _recipe_table(models: Mapping[str, dict]) -> str:
     for arm, m in models.items():
         a, t, c = m.get("arm", {}), m.get("train", {}), m.get("counts", {}).get("train", {})
         mask = a.get("center_mask")
+        reps = a.get("replicates")
         rows.append([
-            arm, a.get("brightness"), "yes" if a.get("hard_negatives") else "no",
+            arm, a.get("brightness") + ("" if reps is None else f" ({reps} per host)"),
+            "yes" if a.get("hard_negatives") else "no",
             "on" if mask is True else "off" if mask is False else mask,
             a.get("init_from") or "random (seeded)",
             f"{m.get('model')} ({m.get('n_parameters', 0) / 1e6:.2f} M)",
-            f"{m.get('stamp_size')} px, {''.join(m.get('bands', []))}",
+            f"{m.get('stamp_size')} px{f' (central {crop} px)' if (crop := m.get('crop')) else ''}"
+            f", {''.join(m.get('bands', []))}",
             f"{m.get('epochs_run')} of {t.get('epochs')} (best {m.get('epoch')}: "
             f"{m.get('selection_metric')} {_fmt(m.get('selection_value'))})",
             f"{t.get('batch_size')} / {_fmt(t.get('lr'))} {t.get('schedule')}",

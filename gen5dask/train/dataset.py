@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gen5dask.injection.ids import decode
 from gen5dask.kernels._jit import jit
 from gen5dask.kernels.normalize import apply_norm_into
 from gen5dask.kernels.rng import generator, keys_for, stage_id, uniform
@@ -247,6 +248,7 @@ def arm_selection(
     metadata_columns: Sequence[str] = (),
     seed: int = 0,
     tables: dict[str, pd.DataFrame] | None = None,
+    replicates: int | None = None,
 ) -> ArmData:
     """Training or validation samples of one ablation arm.
 
@@ -258,6 +260,10 @@ def arm_selection(
     is not distorted): excess hard negatives are subsampled to ``hard_negative_fraction`` of
     the negatives; with ``positive_fraction`` the majority class is subsampled to reach it.
     Every subsample is :func:`keyed_subsample` (deterministic per sample id).
+
+    ``replicates`` (``ablation.arms[].replicates``) keeps only the injections of replicate
+    ``< replicates`` (decoded from the sample id, :func:`gen5dask.injection.ids.decode`), in
+    every split; ``None`` keeps them all.
     """
     tables = tables if tables is not None else {}
     tpath = str(train_path)
@@ -269,6 +275,8 @@ def arm_selection(
         select_rows(ttab, kinds=["injection"], splits=[split], inject_modes=[inject_mode]),
         metadata_columns=metadata_columns, name=f"train:injection:{inject_mode}",
     )
+    if replicates is not None and len(pos):
+        pos = pos.subset(decode(pos.sample)["replicate"] < int(replicates))
     ctl = selection_from_table(
         tpath, ttab, select_rows(ttab, kinds=["control"], splits=[split]),
         metadata_columns=metadata_columns, name="train:control",

@@ -65,15 +65,23 @@ class LensResNet(nn.Module):
         Stride of the first block of the first stage (later stages always use 2).
     n_meta : int
         Number of metadata inputs concatenated to the pooled features.
+    crop : int
+        Side, pixels, of the central crop the network sees (0: the whole input). The crop
+        keeps the centre pixel ``(H//2, W//2)`` at ``(crop//2, crop//2)``; the input's
+        normalisation (outer-region statistics) is computed on the whole stamp before it.
     """
 
     def __init__(self, *, in_channels: int = 3, widths=(16, 32, 64, 96), blocks=(1, 1, 1, 1),
-                 stem_stride: int = 2, first_stride: int = 1, n_meta: int = 0):
+                 stem_stride: int = 2, first_stride: int = 1, n_meta: int = 0, crop: int = 0):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
             msg = f"widths {widths} and blocks {blocks} must be non-empty and the same length"
             raise ValueError(msg)
+        if crop < 0:
+            msg = f"crop must be >= 0 pixels, got {crop}"
+            raise ValueError(msg)
         self.n_meta = int(n_meta)
+        self.crop = int(crop)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=False),
             nn.BatchNorm2d(widths[0]),
@@ -114,6 +122,14 @@ class LensResNet(nn.Module):
             ``(n, embed_dim)`` in the dtype of the computation (float32 outside autocast);
             the image part of the head's input (metadata are not included).
         """
+        c = self.crop
+        if c:
+            hgt, wid = x.shape[-2:]
+            if c > min(hgt, wid):
+                msg = f"model crop {c} px is larger than its input {hgt}x{wid}"
+                raise ValueError(msg)
+            y0, x0 = hgt // 2 - c // 2, wid // 2 - c // 2
+            x = x[..., y0:y0 + c, x0:x0 + c]
         h = self.features(self.stem(x))
         return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(h, 1), 1)
 
@@ -132,22 +148,26 @@ class LensResNet(nn.Module):
         return (logits, emb) if return_embedding else logits
 
 
-def arch_spec(name: str, *, in_channels: int = 3, n_meta: int = 0) -> dict:
-    """Primitive-only description of an architecture (stored in model files)."""
+def arch_spec(name: str, *, in_channels: int = 3, n_meta: int = 0, crop: int | None = None
+              ) -> dict:
+    """Primitive-only description of an architecture (stored in model files); ``crop``: side
+    of the central input crop, pixels (``None``/0: whole stamp)."""
     if name not in ARCHS:
         msg = f"unknown model {name!r}; choose one of {sorted(ARCHS)}"
         raise ValueError(msg)
     a = ARCHS[name]
     return {"name": name, "in_channels": int(in_channels), "widths": list(a["widths"]),
             "blocks": list(a["blocks"]), "stem_stride": int(a["stem_stride"]),
-            "first_stride": int(a["first_stride"]), "n_meta": int(n_meta)}
+            "first_stride": int(a["first_stride"]), "n_meta": int(n_meta),
+            "crop": int(crop or 0)}
 
 
 def build_model(spec: dict) -> LensResNet:
     """Build a :class:`LensResNet` from an :func:`arch_spec` dict."""
     return LensResNet(in_channels=spec["in_channels"], widths=tuple(spec["widths"]),
                       blocks=tuple(spec["blocks"]), stem_stride=spec["stem_stride"],
-                      first_stride=spec.get("first_stride", 1), n_meta=spec["n_meta"])
+                      first_stride=spec.get("first_stride", 1), n_meta=spec["n_meta"],
+                      crop=spec.get("crop", 0))
 
 
 __all__ = ["ARCHS", "BasicBlock", "LensResNet", "arch_spec", "build_model"]

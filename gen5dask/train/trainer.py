@@ -222,7 +222,7 @@ def initial_weights(cfg, arm, spec: dict) -> dict | None:
         return None
     path = cfg.layout.model(arm.init_from)
     payload = load_model_file(path)
-    if dict(payload["arch"]) != dict(spec):
+    if {"crop": 0, **payload["arch"]} != {"crop": 0, **spec}:
         msg = (f"arm {arm.name!r}: init_from model {path} has architecture {payload['arch']}, "
                f"this arm builds {spec}; both arms must use the same train.model, bands and "
                "train.metadata_columns")
@@ -366,6 +366,7 @@ def train_arm(
         "train_path": layout.train, "hardneg_path": layout.hardneg,
         "inject_mode": arm.brightness, "hard_negatives": arm.hard_negatives,
         "metadata_columns": tc.metadata_columns, "seed": cfg.seed, "tables": tables,
+        "replicates": arm.replicates,
     }
     tr = arm_selection(split="train", hard_negative_fraction=tc.hard_negative_fraction,
                        positive_fraction=tc.positive_fraction, **common)
@@ -428,7 +429,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    spec = arch_spec(spec_args[0], in_channels=spec_args[1], n_meta=n_meta)
+    spec = arch_spec(spec_args[0], in_channels=spec_args[1], n_meta=n_meta, crop=tc.crop)
     model = build_model(spec)
     start = initial_weights(cfg, arm, spec)
     if start is not None:
@@ -437,7 +438,8 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
             log.info(f"[train {arm.name}] starting from the weights of arm {arm.init_from!r}")
     model = model.to(device).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = LRSchedule(lr=tc.lr, epochs=tc.epochs, kind=tc.schedule,
+    n_epochs = arm.epochs if arm.epochs is not None else tc.epochs
+    sched = LRSchedule(lr=tc.lr, epochs=n_epochs, kind=tc.schedule,
                        warmup_frac=tc.warmup_frac, min_lr_frac=tc.min_lr_frac)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tc.precision == "fp16")
     net: torch.nn.Module = model
@@ -480,7 +482,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
         bad_epochs >= tc.early_stopping_patience)
     epochs_run = 0
     epoch = start_epoch
-    while epoch < tc.epochs and not stopped:
+    while epoch < n_epochs and not stopped:
         if stop_after is not None and epochs_run >= stop_after:
             return {"status": "paused", "epoch": epoch, "history": history,
                     "counts": {"train": tr.counts, "val": va.counts}}
@@ -490,7 +492,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
         nb = train_stream.num_batches()
         wait = 0.0
         loss_sum, n_seen = 0.0, 0
-        bar = progress_bar(total=nb, desc=f"{arm.name} epoch {epoch + 1}/{tc.epochs}",
+        bar = progress_bar(total=nb, desc=f"{arm.name} epoch {epoch + 1}/{n_epochs}",
                            unit="batch", disable=not show, leave=False)
         t_w = time.perf_counter()
         for j, batch in enumerate(train_loader):
@@ -572,7 +574,7 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
     result = {"status": "done", "model": str(out), "best_epoch": best["epoch"],
               "selection_metric": metric, "selection_value": best["value"],
               "history": history, "counts": {"train": tr.counts, "val": va.counts},
-              "early_stopped": bool(stopped and epoch < tc.epochs)}
+              "early_stopped": bool(stopped and epoch < n_epochs)}
     if rank == 0:
         payload = {
             "state_dict": best["state_dict"],
@@ -617,8 +619,10 @@ RECIPE_KEYS = ("epochs", "batch_size", "lr", "schedule", "torch_threads", "rotat
 def model_summary(path: str | Path) -> dict:
     """Primitive description of how a model file was trained (for the report).
 
-    Keys: ``arm`` (the arm's recipe: brightness, hard_negatives, center_mask, init_from),
-    ``model`` (architecture name), ``n_parameters``, ``stamp_size`` (pixels), ``bands``,
+    Keys: ``arm`` (the arm's recipe: brightness, hard_negatives, center_mask, init_from,
+    replicates),
+    ``model`` (architecture name), ``n_parameters``, ``stamp_size`` and ``crop`` (pixels; crop 0:
+    whole stamp), ``bands``,
     ``epoch`` (selected), ``epochs_run``, ``early_stopped``, ``selection_metric``,
     ``selection_value``, ``counts`` (training/validation selection sizes per kind) and ``train``
     (the :data:`RECIPE_KEYS` settings)."""
@@ -632,12 +636,14 @@ def model_summary(path: str | Path) -> dict:
         "arm": dict(info["arm"]), "model": str(info["arch"]["name"]),
         "n_parameters": int(sum(v.numel() for k, v in info["state_dict"].items()
                                 if "running_" not in k and "num_batches" not in k)),
-        "stamp_size": int(info["stamp_size"]), "bands": list(info["bands"]),
-        "epoch": int(info["epoch"]), "epochs_run": int(info["epochs_run"]),
+        "stamp_size": int(info["stamp_size"]), "crop": int(info["arch"].get("crop", 0)),
+        "bands": list(info["bands"]), "epoch": int(info["epoch"]),
+        "epochs_run": int(info["epochs_run"]),
         "early_stopped": bool(info["early_stopped"]),
         "selection_metric": str(info["selection_metric"]),
         "selection_value": float(info["selection_value"]),
-        "counts": counts, "train": {k: train.get(k) for k in RECIPE_KEYS},
+        "counts": counts, "train": {k: train.get(k) for k in RECIPE_KEYS}
+        | ({"epochs": info["arm"]["epochs"]} if info["arm"].get("epochs") else {}),
     }
 
 

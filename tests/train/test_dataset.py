@@ -64,6 +64,39 @@ def test_positive_fraction_balances(stores):
     assert d.counts["injection"] == 8 and d.counts["control"] == 24
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_arm_replicates_keeps_the_first_replicates(stores, split):
+    """``ablation.arms[].replicates``: only injections whose sample id (host * 64 + 2 + 2 rep +
+    calibrated) encodes a replicate below the cap; controls untouched; None keeps all."""
+    kw = {"train_path": stores / "train.zarr", "hardneg_path": None, "split": split,
+          "inject_mode": "calibrated", "hard_negatives": False, "seed": 1}
+    full = arm_selection(**kw)
+    for cap in (1, 3):
+        d = arm_selection(**kw, replicates=cap)
+        pos_full = np.sort(full.selections[0].sample)
+        pos = np.sort(d.selections[0].sample)
+        code = pos_full % 64  # independent decode of the id formula (these tiny stores number
+        rep = np.where(code >= 2, (code - 2) // 2, 0)  # rows 0, 1, ...: codes 0/1 read as rep 0)
+        want = pos_full[rep < cap]
+        assert np.array_equal(pos, want) and 0 < len(pos) < len(pos_full)
+        assert d.counts["injection"] == len(want)
+        assert np.array_equal(d.selections[1].sample, full.selections[1].sample)
+
+
+def test_arm_replicates_cannot_exceed_the_injections_made():
+    from gen5dask.config import ConfigError, config_from_dict
+
+    arms = [{"name": "baseline", "brightness": "uncalibrated", "hard_negatives": False,
+             "center_mask": False, "replicates": 3}]
+    with pytest.raises(ConfigError, match="inject.replicates"):
+        config_from_dict({"inject": {"replicates": 2}, "ablation": {
+            "arms": arms, "decision": {"masked_arm": "baseline"}}})
+    arms[0]["replicates"] = 2
+    cfg = config_from_dict({"inject": {"replicates": 2}, "ablation": {
+        "arms": arms, "decision": {"masked_arm": "baseline"}}})
+    assert cfg.ablation.arms[0].replicates == 2
+
+
 def test_keyed_subsample_is_order_free_and_nested():
     ids = np.arange(1000, 1100)
     a = keyed_subsample(ids, 10, seed=3, what="x")

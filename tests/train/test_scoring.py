@@ -80,3 +80,33 @@ def test_write_and_read_embeddings(tmp_path):
     write_scores(tmp_path / "u.zarr", df)
     with pytest.raises(KeyError, match="score.embeddings"):
         read_embeddings(tmp_path / "u.zarr")
+
+
+def test_crop_is_the_central_window_of_the_input():
+    """``train.crop``: the cropped model equals the uncropped one on the central window cut by
+    hand (centre pixel H//2 -> crop//2), and it is stored in the architecture."""
+    torch.manual_seed(1)
+    spec = arch_spec("resnet_small", in_channels=3, crop=16)
+    assert spec["crop"] == 16
+    cropped = build_model(spec).eval()
+    whole = build_model({**spec, "crop": 0}).eval()
+    whole.load_state_dict(cropped.state_dict())
+    x = torch.randn(4, 3, STAMP, STAMP)
+    c0 = STAMP // 2 - 8
+    with torch.no_grad():
+        assert torch.equal(cropped(x), whole(x[..., c0:c0 + 16, c0:c0 + 16].contiguous()))
+        assert not torch.allclose(cropped(x), whole(x))
+        # only the window matters: pixels outside it do not change the score
+        y = x.clone()
+        y[..., :c0, :] += 5.0
+        assert torch.equal(cropped(y), cropped(x))
+    with pytest.raises(ValueError, match="larger than its input"):
+        build_model({**spec, "crop": STAMP + 2})(x)
+
+
+def test_crop_config_is_validated():
+    from gen5dask.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="stamp_size"):
+        config_from_dict({"stamp_size": 32, "train": {"crop": 40}})
+    assert config_from_dict({"stamp_size": 48, "train": {"crop": 32}}).train.crop == 32

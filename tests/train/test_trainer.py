@@ -67,6 +67,25 @@ def test_model_file_log_and_selection(run_dir):
     assert len(list(cfg.layout.checkpoint_dir(arm.name).glob("epoch_*.pt"))) == 2
 
 
+def test_crop_epochs_and_replicates_reach_the_model_file(run_dir):
+    """``train.crop`` is stored in the architecture (scoring rebuilds it); an arm's own
+    ``epochs`` overrides ``train.epochs``; the report's recipe summary carries all three."""
+    from gen5dask.train.scoring import load_scorer
+    from gen5dask.train.trainer import model_summary
+
+    cfg = make_cfg(run_dir, epochs=3, crop=24)
+    arm = _arm(cfg, "baseline")
+    arm.replicates, arm.epochs = 1, 1
+    res = train_arm(cfg, arm)
+    assert len(res["history"]) == 1
+    info = torch.load(cfg.layout.model(arm.name), weights_only=True)
+    assert info["arch"]["crop"] == 24
+    model, _ = load_scorer(cfg.layout.model(arm.name))
+    assert model.crop == 24
+    s = model_summary(cfg.layout.model(arm.name))
+    assert s["crop"] == 24 and s["arm"]["replicates"] == 1 and s["train"]["epochs"] == 1
+
+
 def test_lr_schedule():
     s = LRSchedule(lr=1.0, epochs=2, kind="cosine", min_lr_frac=0.0)
     assert s.lr_at(0, 0, 10) == pytest.approx(1.0)
