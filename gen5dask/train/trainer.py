@@ -224,8 +224,8 @@ def initial_weights(cfg, arm, spec: dict) -> dict | None:
     payload = load_model_file(path)
     if {"crop": 0, **payload["arch"]} != {"crop": 0, **spec}:
         msg = (f"arm {arm.name!r}: init_from model {path} has architecture {payload['arch']}, "
-               f"this arm builds {spec}; both arms must use the same train.model, bands and "
-               "train.metadata_columns")
+               f"this arm builds {spec}; both arms must use the same train.model, bands, "
+               "train.metadata_columns and train.crop")
         raise ValueError(msg)
     return payload["state_dict"]
 
