@@ -13,6 +13,23 @@ from gen5dask.kernels.noise import POISSON_SALT, add_light_into, add_noise
 from gen5dask.kernels.rng import keys_for, normal, splitmix64, stage_id, uniform
 
 
+def _shot(lam, kp, c, gain):
+    """Reference shot-noise term of one pixel (nanomaggies) for Poisson mean ``lam``
+    (electrons): inverse-CDF Poisson below 30, Gaussian above, on the pixel's counter keys."""
+    if 0 < lam < 30:
+        u = uniform(kp, c)
+        k, p = 0, math.exp(-lam)
+        cdf = p
+        while u > cdf:
+            k += 1
+            p *= lam / k
+            cdf += p
+        return (k - lam) / gain
+    if lam >= 30:
+        return np.sqrt(lam) * normal(kp, c) / gain
+    return 0.0
+
+
 def _keys(n, seed=7, epoch=0):
     return keys_for(seed, stage_id("inject"), np.arange(n, dtype=np.int64), 0, epoch)
 
@@ -32,18 +49,7 @@ def _reference(arc, invvar, keys, gain=None):
                     c = (b * h + y) * w + x
                     v = arc[i, b, y, x] + normal(keys[i], c) / np.sqrt(iv)
                     if gain is not None:
-                        lam = max(arc[i, b, y, x], 0.0) * gain
-                        if 0 < lam < 30:
-                            u = uniform(kp, c)
-                            k, p = 0, np.exp(-lam)
-                            cdf = p
-                            while u > cdf:
-                                k += 1
-                                p *= lam / k
-                                cdf += p
-                            v += (k - lam) / gain
-                        elif lam >= 30:
-                            v += np.sqrt(lam) * normal(kp, c) / gain
+                        v += _shot(max(arc[i, b, y, x], 0.0) * gain, kp, c, gain)
                     out[i, b, y, x] = v
     return out.astype(np.float32)
 
@@ -154,19 +160,7 @@ def _shot_reference_into(image, rows, arc, invvar, keys, gain):
                 for x in range(w):
                     v = float(arc[i, b, y, x])
                     if invvar[rows[i], b, y, x] > 0:
-                        lam = max(v, 0.0) * gain
-                        c = (b * h + y) * w + x
-                        if 0 < lam < 30:
-                            u = uniform(kp, c)
-                            k, p = 0, math.exp(-lam)
-                            cdf = p
-                            while u > cdf:
-                                k += 1
-                                p *= lam / k
-                                cdf += p
-                            v += (k - lam) / gain
-                        elif lam >= 30:
-                            v += np.sqrt(lam) * normal(kp, c) / gain
+                        v += _shot(max(v, 0.0) * gain, kp, (b * h + y) * w + x, gain)
                     light = np.float32(v)
                     if light != 0:
                         out[rows[i], b, y, x] = np.float32(out[rows[i], b, y, x] + light)
