@@ -50,6 +50,20 @@ def _k0_bound(lam):
 
 
 @jit
+def _shot(lam, gain, key_p, c):
+    """Shot-noise term, nanomaggies, of ``lam > 0`` electrons at ``gain`` electrons per
+    nanomaggy, for pixel counter ``c`` on the Poisson stream ``key_p``: inversion below
+    ``_POISSON_GAUSS_LAMBDA``, Gaussian above."""
+    if lam < _POISSON_GAUSS_LAMBDA:
+        u = uniform(key_p, c)
+        # u below a rigorous lower bound of fl(exp(-lam)): the inversion returns 0 without
+        # evaluating exp (same k)
+        k = 0 if u <= _k0_bound(lam) else _poisson_inv(lam, u)
+        return (k - lam) / gain
+    return np.sqrt(lam) * normal(key_p, c) / gain
+
+
+@jit
 def _add_noise(arc, invvar, keys, sky, poisson, gain, out):
     n, nb, h, w = arc.shape
     for i in range(n):
@@ -71,11 +85,7 @@ def _add_noise(arc, invvar, keys, sky, poisson, gain, out):
                     if poisson:
                         lam = max(v, 0.0) * g
                         if lam > 0.0:
-                            if lam < _POISSON_GAUSS_LAMBDA:
-                                k = _poisson_inv(lam, uniform(key_p, c))
-                                val += (k - lam) / g
-                            else:
-                                val += np.sqrt(lam) * normal(key_p, c) / g
+                            val += _shot(lam, g, key_p, c)
                     out[i, b, y, x] = val
 
 
@@ -110,16 +120,7 @@ def _add_light_into(image, rows, arc, invvar, keys, poisson, gain):
                     if poisson and invvar[r, b, y, x] > 0.0:
                         lam = max(v, 0.0) * gain
                         if lam > 0.0:
-                            if lam < _POISSON_GAUSS_LAMBDA:
-                                c = np.uint64((b * h + y) * w + x)
-                                u = uniform(key_p, c)
-                                # u below a rigorous lower bound of fl(exp(-lam)): the
-                                # inversion returns 0 without evaluating exp (same k)
-                                k = 0 if u <= _k0_bound(lam) else _poisson_inv(lam, u)
-                                val += (k - lam) / gain
-                            else:
-                                c = np.uint64((b * h + y) * w + x)
-                                val += np.sqrt(lam) * normal(key_p, c) / gain
+                            val += _shot(lam, gain, key_p, np.uint64((b * h + y) * w + x))
                     light = np.float32(val)
                     if light != 0.0:
                         image[r, b, y, x] = image[r, b, y, x] + light
