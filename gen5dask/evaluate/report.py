@@ -252,7 +252,7 @@ def _calibration(ctx: dict) -> str:
     out.append(f"<p>calibrated quantity: {_e(c.get('quantity', 'arc_snr'))} (r band); "
                f"target from {_e(c.get('source'))}; n = {_e(_fmt(c.get('n')))}; "
                f"bound hits = {_e(_fmt(c.get('bound_hits')))}</p>")
-    out.append(_recovery(c.get("proxy_relation") or {}))
+    out.append(_recovery(c.get("proxy_relation") or {}, c))
     out.append(_colours(c.get("colours") or {}))
     return "\n".join(out)
 
@@ -279,30 +279,46 @@ def _colours(col: dict) -> str:
     return out + "</p>"
 
 
-def _recovery(rel: dict) -> str:
-    """How well the anchors' calibration recovered their true arc S/N (mock anchors only)."""
-    rec = rel.get("recovery")
+def _recovery(rel: dict, cal: dict) -> str:
+    """The anchors' inversion: target fractions with their bootstrap interval and, for mock
+    anchors, how well it recovered their true arc S/N."""
     if not rel:
         return ""
+    rec = rel.get("recovery")
+    dec = rel.get("deconvolution") or {}
+    iv = dec.get("fractions_interval") or {}
     head = (f"<p>Anchors measured with the {_e(rel.get('proxy'))}, inverted by "
             f"<b>{_e(rel.get('inversion', 'regression'))}</b> "
             f"({_e(_fmt(rel.get('n_anchors')))} anchors, "
-            f"{_e(_fmt(rel.get('n_anchors_nonpositive_proxy')))} with no measurable arc).</p>")
+            f"{_e(_fmt(rel.get('n_anchors_nonpositive_proxy')))} with no measurable arc"
+            + (f"; dry run of {_e(_fmt(dec.get('n_dry_run')))} injections, "
+               f"{_e(_fmt(len(dec.get('fractions_bootstrap') or [])))} bootstrap resamples of "
+               "anchors and dry run" if dec.get("n_dry_run") else "")
+            + ").</p>")
+    fr = cal.get("target_fractions") or (rec or {}).get("fractions_target") or []
+    lo, hi = iv.get("2.5") or [], iv.get("97.5") or []
+    true = (rec or {}).get("fractions_true_open") or []
+    b = cal.get("bins") or (rec or {}).get("bins") or []
+    rows = []
+    for i, f in enumerate(fr):
+        row = [f"{b[i]:g}-{b[i + 1]:g}" + ("+" if i == len(b) - 2 else "") if b else str(i), f]
+        row.append(f"{lo[i]:.3f}-{hi[i]:.3f}" if i < len(lo) and i < len(hi) else "—")
+        row.append(true[i] if i < len(true) else "—")
+        rows.append(row)
+    table = _table(["bin", "target fraction (recovered)", "95 % bootstrap interval",
+                    "true fraction"], rows) if rows else ""
     if not rec:
-        return head + "<p>The anchors carry no true arc S/N (real lenses): recovery not scored.</p>"
-    b = rec.get("bins") or []
-    rows = [[f"{b[i]:g}-{b[i + 1]:g}" + ("+" if i == len(b) - 2 else ""), ft, tt]
-            for i, (ft, tt) in enumerate(zip(rec.get("fractions_target") or [],
-                                             rec.get("fractions_true_open") or [],
-                                             strict=False))]
+        return (head + "<p>The anchors carry no true arc S/N (real lenses): recovery not "
+                "scored.</p>" + table)
+    tv_iv = rec.get("total_variation_interval_95")
     return (head + "<p>Recovery against the anchors' true values (the mock knows them): "
             "total-variation distance of the bin fractions "
-            f"{_e(_fmt(rec.get('total_variation')))}, "
-            f"KS statistic {_e(_fmt(rec.get('ks_statistic')))} "
+            f"{_e(_fmt(rec.get('total_variation')))}"
+            + (f" (bootstrap 95 %: {tv_iv[0]:.3f}-{tv_iv[1]:.3f})" if tv_iv else "")
+            + f", KS statistic {_e(_fmt(rec.get('ks_statistic')))} "
             f"(p = {_e(_fmt(rec.get('ks_pvalue')))}), 1-Wasserstein "
             f"{_e(_fmt(rec.get('wasserstein_log10')))} dex, median recovered / true "
-            f"{_e(_fmt(rec.get('median_ratio')))}.</p>"
-            + _table(["bin", "target fraction (recovered)", "true fraction"], rows))
+            f"{_e(_fmt(rec.get('median_ratio')))}.</p>" + table)
 
 
 def _regions(ctx: dict) -> str:

@@ -26,6 +26,14 @@ whichever bins produce such proxies instead of being put in the faintest bin by 
 Per anchor, the posterior median of ``s`` under the fitted fractions is returned too
 (``implied``): the sample that :func:`gen5dask.evaluate.calibration.recovery_distance` compares
 with the true arc S/N of mock anchors.
+
+The fractions come with a bootstrap interval (``bootstrap`` resamples, Efron 1979): each
+resample draws the anchors *and* the dry-run injections with replacement (multinomial counts
+as weights; kernel bandwidths kept from the full sample) and refits by EM. Both samples are
+finite: ~100 anchors set a floor on the calibration's precision, and a small dry run adds its
+own noise to every bin's response (measured on the mock survey: a 256-injection dry run moved
+the recovered median arc S/N by a factor 2.3 between two draws of the same world, a
+2,048-injection one by 1.1; README, calibration).
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ def deconvolve_fractions(
     *,
     max_iter: int = 2000,
     tol: float = 1e-10,
+    bootstrap: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> dict:
     """Maximum-likelihood bin fractions of the anchors' arc S/N given their proxy values.
 
@@ -76,6 +86,11 @@ def deconvolve_fractions(
         Increasing arc S/N edges (the calibration bins).
     max_iter, tol : int, float
         EM stops after ``max_iter`` iterations or when no fraction moves by more than ``tol``.
+    bootstrap : int
+        Bootstrap resamples of anchors and dry run (0: none).
+    rng : numpy.random.Generator, optional
+        Source of the resampling (required when ``bootstrap > 0``; pass a seeded one for
+        reproducible intervals).
 
     Returns
     -------
@@ -83,7 +98,8 @@ def deconvolve_fractions(
         ``fractions`` (list, sums to 1), ``implied`` (posterior median S/N per anchor, NaN where
         the proxy was not finite), ``n_anchors_used``, ``n_dry_per_bin``, ``bandwidth`` (kernel
         sigma per bin, in the proxy coordinate), ``iterations``, ``log_likelihood`` (per anchor,
-        natural log), ``converged``.
+        natural log), ``converged``; ``fractions_bootstrap`` (``(bootstrap, n_bins)`` list,
+        one refit per resample; empty without bootstrap).
 
     Raises
     ------
@@ -117,7 +133,7 @@ def deconvolve_fractions(
     w = sd / np.bincount(k_of, weights=sd, minlength=nb)[k_of]  # uniform in s within a bin
     # P(t_i | bin k): weighted Gaussian KDE, Silverman bandwidth per bin (Kish effective n)
     like = np.empty((ta.size, nb))
-    kern = np.empty((ta.size, td.size))
+    kern = np.empty((ta.size, td.size))  # K_k(t_i - t_j) of the bin k of dry-run sample j
     bw = np.empty(nb)
     for k in range(nb):
         m = k_of == k
@@ -129,27 +145,26 @@ def deconvolve_fractions(
         n_eff = 1.0 / np.sum(wk**2)
         bw[k] = max(0.9 * spread * n_eff ** (-0.2), 1e-3)
         z = (ta[:, None] - td[m][None, :]) / bw[k]
-        g = np.exp(-0.5 * z * z) / (bw[k] * np.sqrt(2.0 * np.pi))
-        like[:, k] = g @ wk
-        kern[:, m] = g * wk[None, :]
-    like = np.maximum(like, 1e-300)
-    f = np.full(nb, 1.0 / nb)
-    iterations = 0
-    converged = False
-    while iterations < max_iter:
-        iterations += 1
-        post = like * f[None, :]
-        post /= post.sum(axis=1, keepdims=True)
-        f_new = post.mean(axis=0)
-        if np.max(np.abs(f_new - f)) < tol:
-            f = f_new
-            converged = True
-            break
-        f = f_new
-    loglike = float(np.mean(np.log(like @ f)))
+        kern[:, m] = np.exp(-0.5 * z * z) / (bw[k] * np.sqrt(2.0 * np.pi))
+        like[:, k] = kern[:, m] @ wk
+    f, iterations, converged = _em(like, None, max_iter, tol)
+    loglike = float(np.mean(np.log(np.maximum(like, 1e-300) @ f)))
+    boot = []
+    if bootstrap > 0:
+        if rng is None:
+            msg = "deconvolve_fractions: bootstrap > 0 needs a numpy Generator (rng)"
+            raise ValueError(msg)
+        for _ in range(int(bootstrap)):
+            ca = rng.multinomial(ta.size, np.full(ta.size, 1.0 / ta.size)).astype(np.float64)
+            cd = rng.multinomial(td.size, np.full(td.size, 1.0 / td.size)).astype(np.float64)
+            wb = cd * sd
+            norm = np.bincount(k_of, weights=wb, minlength=nb)
+            wb = np.where(norm[k_of] > 0, wb / np.where(norm > 0, norm, 1.0)[k_of], 0.0)
+            like_b = np.stack([kern[:, k_of == k] @ wb[k_of == k] for k in range(nb)], axis=1)
+            boot.append(_em(like_b, ca, max_iter, tol)[0].tolist())
     # posterior median per anchor: dry-run samples weighted by f_bin * K(t_i - t_j) * w_j
     implied = np.full(pa.size, np.nan)
-    post_w = kern * f[k_of][None, :]
+    post_w = kern * (w * f[k_of])[None, :]
     idx = np.flatnonzero(ok_a)
     for r, i in enumerate(idx):
         implied[i] = _weighted_median(sd, post_w[r])
@@ -162,4 +177,23 @@ def deconvolve_fractions(
         "iterations": int(iterations),
         "log_likelihood": loglike,
         "converged": bool(converged),
+        "fractions_bootstrap": boot,
     }
+
+
+def _em(like: np.ndarray, counts: np.ndarray | None, max_iter: int,
+        tol: float) -> tuple[np.ndarray, int, bool]:
+    """EM for mixture fractions: ``like`` (n_anchors, n_bins) component likelihoods, ``counts``
+    the anchors' multiplicities (None: one each). Returns (fractions, iterations, converged)."""
+    like = np.maximum(like, 1e-300)
+    c = np.ones(like.shape[0]) if counts is None else counts
+    c = c / c.sum()
+    f = np.full(like.shape[1], 1.0 / like.shape[1])
+    for it in range(1, max_iter + 1):
+        post = like * f[None, :]
+        post /= post.sum(axis=1, keepdims=True)
+        f_new = c @ post
+        if np.max(np.abs(f_new - f)) < tol:
+            return f_new / f_new.sum(), it, True
+        f = f_new
+    return f / f.sum(), max_iter, False

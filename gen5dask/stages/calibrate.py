@@ -6,14 +6,16 @@ Writes ``OUTPUT_DIR/calibration.json`` and figures under ``OUTPUT_DIR/calibratio
   one capping the open "20+" bin) and ``fractions``, uniform within each bin.
 * ``calibrate.target: anchors`` -- measured on the anchors: the visibility proxy
   (:func:`gen5dask.kernels.photometry.visibility_proxy`, S/N form) of every anchor cutout is
-  inverted with a dry run of calibrated injections into hosts with known arc S/N (log-uniform
-  in ``dry_run_snr_range``). ``calibrate.inversion: regression``: the relation
+  inverted with a dry run of ``proxy_dry_run_n`` calibrated injections into hosts with known arc
+  S/N (log-uniform in ``dry_run_snr_range``). ``calibrate.inversion: regression``: the relation
   ``log s = a + b log proxy`` (least squares, residual scatter recorded) gives an implied value
   per anchor; anchors with a non-positive proxy have no measurable arc and are counted in the
   first bin; their histogram in ``bins`` gives the target fractions. ``deconvolve``: the
   maximum-likelihood fractions of a forward model of the proxy
-  (:mod:`gen5dask.injection.deconvolve`). Where the anchors carry their true arc S/N (the mock
-  survey), ``proxy_relation.recovery`` says how far the recovered distribution is from it.
+  (:mod:`gen5dask.injection.deconvolve`), with a bootstrap interval per fraction
+  (``proxy_relation.deconvolution.fractions_interval``). Where the anchors carry their true
+  arc S/N (the mock survey), ``proxy_relation.recovery`` says how far the recovered
+  distribution is from it.
 
 The calibrated quantity is ``calibrate.quantity``: ``arc_snr`` (integrated) or ``arc_snr_peak``
 (per-pixel peak, the earlier pipeline's "arc_snr"); ``s`` above is that quantity.
@@ -47,7 +49,7 @@ from gen5dask.injection.laws import LAW_KEYS, ColourLaw, TargetDistribution
 from gen5dask.injection.plan import HOST_VARS, calibrated_plan, host_table
 from gen5dask.injection.spec import InjectionModel, InjectSpec
 from gen5dask.kernels import photometry
-from gen5dask.kernels.rng import keys_for, stage_id
+from gen5dask.kernels.rng import key, keys_for, stage_id
 from gen5dask.provenance import config_hash, utc_now
 from gen5dask.stages.declare import config_value, stage
 from gen5dask.stages.inject import resolve_hosts
@@ -261,7 +263,7 @@ def anchors_target(cfg) -> tuple[TargetDistribution, dict]:
         images, r_in=r_in, r_out=r_out, model=ccfg.visibility_model
     ).snr
     plan_t = TargetDistribution(ccfg.bins, ccfg.fractions, quantity)
-    dr = dry_run(cfg, target=plan_t, n=ccfg.dry_run_n, target_override="loguniform")
+    dr = dry_run(cfg, target=plan_t, n=ccfg.proxy_dry_run_n, target_override="loguniform")
     if dr is None:
         msg = "calibrate.target 'anchors' needs a host store for the dry run (see inject.hosts)"
         raise StoreError(msg)
@@ -272,9 +274,13 @@ def anchors_target(cfg) -> tuple[TargetDistribution, dict]:
     n_nonpos = int((~(proxy_a > 0)).sum())
     info: dict[str, Any] = {}
     if ccfg.inversion == "deconvolve":
-        dec = deconvolve_fractions(proxy_a, proxy_d, dr[quantity], ccfg.bins)
+        rng = np.random.default_rng(int(key(cfg.seed, "calibrate.bootstrap", 0)))
+        dec = deconvolve_fractions(proxy_a, proxy_d, dr[quantity], ccfg.bins,
+                                   bootstrap=ccfg.bootstrap, rng=rng)
         implied = dec.pop("implied")
         fr = np.asarray(dec.pop("fractions"))
+        dec["n_dry_run"] = int(proxy_d.size)
+        dec["fractions_interval"] = fraction_intervals(dec["fractions_bootstrap"])
         info["deconvolution"] = dec
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -300,19 +306,36 @@ def anchors_target(cfg) -> tuple[TargetDistribution, dict]:
         "anchor_implied": {"sample": anchor["sample"].astype(np.int64).tolist(),
                            "implied": [None if not np.isfinite(v) else float(v)
                                        for v in implied]},
-        "recovery": recovery_of(implied, fr, anchor["true"], ccfg.bins),
+        "recovery": recovery_of(implied, fr, anchor["true"], ccfg.bins,
+                                boot=info.get("deconvolution", {}).get("fractions_bootstrap")),
     })
     return TargetDistribution(ccfg.bins, fr.tolist(), quantity), info
 
 
+#: percentiles of the bootstrap fractions written as ``fractions_interval``
+INTERVAL_PERCENTILES = (2.5, 16.0, 84.0, 97.5)
+
+
+def fraction_intervals(boot) -> dict[str, list[float]] | None:
+    """Percentiles ``INTERVAL_PERCENTILES`` of bootstrap fractions ``(n_boot, n_bins)`` per bin,
+    keyed ``"2.5"``, ``"16"``, ... (None without resamples)."""
+    b = np.asarray(boot, dtype=np.float64)
+    if b.ndim != 2 or b.shape[0] == 0:
+        return None
+    q = np.percentile(b, INTERVAL_PERCENTILES, axis=0)
+    return {f"{p:g}": row.tolist() for p, row in zip(INTERVAL_PERCENTILES, q, strict=True)}
+
+
 def recovery_of(implied: np.ndarray, fractions: np.ndarray, true: np.ndarray,
-                bins) -> dict | None:
+                bins, boot=None) -> dict | None:
     """How well the anchors' calibration recovered their true values (None without truth).
 
     :func:`gen5dask.evaluate.calibration.recovery_distance` of the per-anchor implied values
     against the true ones, plus ``total_variation``: ``0.5 sum_k |f_k - t_k|`` between the
     target fractions and the true fractions in ``bins`` (the last bin open above, as the
-    target's).
+    target's). With bootstrap fractions ``boot`` (``(n_boot, n_bins)``),
+    ``total_variation_interval_95``: the 2.5 and 97.5 percentiles of the same distance over
+    the resamples (None without).
     """
     t = np.asarray(true, dtype=np.float64)
     if not np.isfinite(t).any():
@@ -324,6 +347,10 @@ def recovery_of(implied: np.ndarray, fractions: np.ndarray, true: np.ndarray,
     out["fractions_target"] = np.asarray(fractions, dtype=np.float64).tolist()
     out["total_variation"] = (float(0.5 * np.abs(np.asarray(fractions) - t_fr).sum())
                               if n_t else None)
+    b = np.asarray(boot if boot is not None else [], dtype=np.float64)
+    out["total_variation_interval_95"] = (
+        np.percentile(0.5 * np.abs(b - t_fr[None, :]).sum(axis=1), [2.5, 97.5]).tolist()
+        if n_t and b.ndim == 2 and b.shape[0] else None)
     return out
 
 
@@ -415,6 +442,7 @@ __all__ = [
     "anchors_target",
     "dry_run",
     "fit_proxy_relation",
+    "fraction_intervals",
     "recovery_of",
     "run_calibrate",
 ]

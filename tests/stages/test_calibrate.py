@@ -240,8 +240,9 @@ def test_anchors_recovery_against_truth(tmp_path, inversion):
     write_chunk(apath, 0, d)
     finalize_store(apath)
     cfg = cfg_for(tmp_path / "out", tmp_path / "hosts.zarr",
-                  calibrate={"target": "anchors", "anchors": str(apath), "dry_run_n": 256,
-                             "inversion": inversion})
+                  calibrate={"target": "anchors", "anchors": str(apath), "dry_run_n": 64,
+                             "proxy_dry_run_n": 256, "inversion": inversion,
+                             "bootstrap": 40})
     run_calibrate(cfg)
     rel = json.loads(cfg.layout.calibration_json.read_text())["proxy_relation"]
     assert rel["inversion"] == inversion and rel["quantity"] == "arc_snr"
@@ -259,6 +260,22 @@ def test_anchors_recovery_against_truth(tmp_path, inversion):
     assert rec["total_variation"] == pytest.approx(
         0.5 * np.abs(np.asarray(rel["recovery"]["fractions_target"]) - t_fr).sum())
     assert 0.0 <= rec["total_variation"] <= 1.0
+    if inversion == "regression":
+        assert "deconvolution" not in rel and rec["total_variation_interval_95"] is None
+        return
+    # the bootstrap: 40 resamples, their percentiles and the distance interval recomputed
+    dec = rel["deconvolution"]
+    from gen5dask.store import store_geometry
+    assert dec["n_dry_run"] == min(256, store_geometry(tmp_path / "hosts.zarr")["n_samples"])
+    boot = np.asarray(dec["fractions_bootstrap"])
+    assert boot.shape == (40, 4)
+    np.testing.assert_allclose(boot.sum(axis=1), 1.0)
+    for p in ("2.5", "16", "84", "97.5"):
+        np.testing.assert_allclose(dec["fractions_interval"][p],
+                                   np.percentile(boot, float(p), axis=0))
+    tv = 0.5 * np.abs(boot - t_fr).sum(axis=1)
+    np.testing.assert_allclose(rec["total_variation_interval_95"],
+                               np.percentile(tv, [2.5, 97.5]))
 
 
 def test_colours_from_anchors(tmp_path):
