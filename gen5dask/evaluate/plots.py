@@ -215,7 +215,10 @@ def training_curves_png(records: Sequence[dict], *, title: str = "training",
 def calibration_png(calib: dict, *, path: str | Path | None = None, dpi: int = _DPI) -> bytes:
     """Target vs achieved fractions per bin of the calibrated quantity (``calibration.json``:
     ``bins`` edges, ``target_fractions``, ``achieved_fractions`` (None before ``inject``: the
-    target alone), optional ``n`` and ``quantity``)."""
+    target alone), optional ``n`` and ``quantity``). Where ``proxy_relation`` carries them, the
+    target's 95 % bootstrap interval (``deconvolution.fractions_interval``) is drawn as error
+    bars and the anchors' true fractions (``recovery.fractions_true_open``, mock anchors) as
+    markers."""
     labels = _bin_labels(calib["bins"])
     tgt = np.asarray(calib["target_fractions"], float)
     achieved = calib.get("achieved_fractions")
@@ -224,18 +227,30 @@ def calibration_png(calib: dict, *, path: str | Path | None = None, dpi: int = _
         msg = (f"calibration: {len(labels)} bins but {tgt.size} target and {ach.size} achieved "
                "fractions")
         raise ValueError(msg)
+    rel = calib.get("proxy_relation") or {}
+    iv = (rel.get("deconvolution") or {}).get("fractions_interval") or {}
+    true = (rel.get("recovery") or {}).get("fractions_true_open")
     fig, (ax,) = _new(5.5, 3.8)
     x = np.arange(len(labels))
+    xt = x if achieved is None else x - 0.2
     if achieved is None:
         ax.bar(x, tgt, 0.6, label="target (inject not run)")
     else:
-        ax.bar(x - 0.2, tgt, 0.4, label="target")
+        ax.bar(xt, tgt, 0.4, label="target")
         ax.bar(x + 0.2, ach, 0.4, label=f"achieved (n={calib.get('n', '?')})")
+    lo, hi = iv.get("2.5"), iv.get("97.5")
+    if lo is not None and hi is not None and len(lo) == len(hi) == tgt.size:
+        err = np.vstack([np.clip(tgt - np.asarray(lo, float), 0, None),
+                         np.clip(np.asarray(hi, float) - tgt, 0, None)])
+        ax.errorbar(xt, tgt, yerr=err, fmt="none", ecolor="k", capsize=3,
+                    label="target, 95 % bootstrap")
+    if true is not None and len(true) == tgt.size:
+        ax.plot(xt, true, "kD", ms=5, label="anchors' true fraction")
     ax.set_xticks(x, labels)
     ax.set_xlabel(f"{calib.get('quantity', 'arc_snr')} bin")
     ax.set_ylabel("fraction of injections")
     ax.set_title("injection brightness calibration")
-    ax.legend()
+    ax.legend(fontsize=8)
     return _png(fig, path, dpi)
 
 

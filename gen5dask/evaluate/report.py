@@ -301,9 +301,10 @@ def _recovery(rel: dict, cal: dict) -> str:
     b = cal.get("bins") or (rec or {}).get("bins") or []
     rows = []
     for i, f in enumerate(fr):
-        row = [f"{b[i]:g}-{b[i + 1]:g}" + ("+" if i == len(b) - 2 else "") if b else str(i), f]
+        row = [f"{b[i]:g}-{b[i + 1]:g}" + ("+" if i == len(b) - 2 else "") if b else str(i),
+               f"{f:.3f}"]
         row.append(f"{lo[i]:.3f}-{hi[i]:.3f}" if i < len(lo) and i < len(hi) else "—")
-        row.append(true[i] if i < len(true) else "—")
+        row.append(f"{true[i]:.3f}" if i < len(true) else "—")
         rows.append(row)
     table = _table(["bin", "target fraction (recovered)", "95 % bootstrap interval",
                     "true fraction"], rows) if rows else ""

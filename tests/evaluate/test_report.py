@@ -125,6 +125,14 @@ def test_plots_return_png_and_save(tmp_path, metrics):
     with pytest.raises(ValueError, match="4 bins but 2 target"):
         plots.calibration_png({"bins": [0, 1, 2, 3, 4], "target_fractions": [1, 0],
                                "achieved_fractions": [1, 0, 0, 0]})
+    # the target's bootstrap interval and the anchors' true fractions are drawn when present
+    cal = {"bins": [0, 1, 2], "target_fractions": [0.7, 0.3], "achieved_fractions": [0.7, 0.3]}
+    plain = plots.calibration_png(cal)
+    cal["proxy_relation"] = {"deconvolution": {"fractions_interval": {"2.5": [0.4, 0.1],
+                                                                      "97.5": [0.9, 0.6]}},
+                             "recovery": {"fractions_true_open": [0.1, 0.9]}}
+    full = plots.calibration_png(cal)
+    assert plain.startswith(PNG) and full.startswith(PNG) and full != plain
 
 
 def test_read_jsonl_names_bad_line(tmp_path):
@@ -199,10 +207,24 @@ def test_report_shows_calibration_recovery(metrics):
     page = render_report(ReportInputs(calibration=cal), metrics=metrics,
                          decision=decide(metrics), config_text="x", generated="now")
     assert "g-r ~ N(1.2, 0.4)" in page and "median per-anchor error 0.03 (g-r)" in page
+    assert "95 % bootstrap interval" in page and "0.350-0.970" not in page
+    # the bootstrap: the interval column and the distance's interval
+    cal["proxy_relation"]["deconvolution"] = {
+        "n_dry_run": 2048, "fractions_bootstrap": [[0.7, 0.3]] * 5,
+        "fractions_interval": {"2.5": [0.35, 0.03], "16": [0.5, 0.1], "84": [0.9, 0.5],
+                               "97.5": [0.97, 0.65]}}
+    rec["total_variation_interval_95"] = [0.26, 0.89]
+    page = render_report(ReportInputs(calibration=cal), metrics=metrics,
+                         decision=decide(metrics), config_text="x", generated="now")
+    sec = page.split('id="calibration"')[1].split("</section>")[0]
+    assert "dry run of 2048 injections, 5 bootstrap resamples" in sec
+    assert "0.350-0.970" in sec and "0.030-0.650" in sec
+    assert "(bootstrap 95 %: 0.260-0.890)" in sec
+    # real anchors (no truth): the target and its interval still shown, recovery not scored
     cal["proxy_relation"]["recovery"] = None
     page = render_report(ReportInputs(calibration=cal), metrics=metrics,
                          decision=decide(metrics), config_text="x", generated="now")
-    assert "recovery not scored" in page
+    assert "recovery not scored" in page and "0.350-0.970" in page
 
 
 def test_training_section_records_each_arms_recipe(metrics):

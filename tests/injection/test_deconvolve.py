@@ -97,7 +97,10 @@ def test_bootstrap_interval_covers_the_truth_and_is_reproducible():
     again = run(100, 400, 21)
     assert again["fractions_bootstrap"] == small["fractions_bootstrap"]
     big = run(1600, 6400, 21)
-    width = lambda o: np.subtract(*np.percentile(o["fractions_bootstrap"], [97.5, 2.5], axis=0))
+
+    def width(o):
+        return np.subtract(*np.percentile(o["fractions_bootstrap"], [97.5, 2.5], axis=0))
+
     assert np.all(width(big) < 0.6 * width(small) + 1e-9)
     # the resamples scatter around the full-sample fit
     assert np.abs(np.median(boot, axis=0) - np.asarray(small["fractions"])).max() < 0.15
