@@ -107,6 +107,9 @@ def deconvolve_fractions(
         When a bin has fewer than 3 dry-run injections (the dry run does not cover the bins)
         or no anchor has a finite proxy.
     """
+    if bootstrap > 0 and rng is None:
+        msg = "deconvolve_fractions: bootstrap > 0 needs a numpy Generator (rng)"
+        raise ValueError(msg)
     e = np.asarray(bins, dtype=np.float64)
     pa = np.asarray(proxy_anchor, dtype=np.float64).ravel()
     pd = np.asarray(proxy_dry, dtype=np.float64).ravel()
@@ -125,14 +128,14 @@ def deconvolve_fractions(
     n_per = np.bincount(k_of, minlength=nb)
     if (n_per < 3).any():
         msg = (f"deconvolve_fractions: dry-run injections per arc_snr bin {n_per.tolist()} "
-               f"(bins {e.tolist()}); every bin needs >= 3 (raise calibrate.dry_run_n or widen "
-               "calibrate.dry_run_snr_range)")
+               f"(bins {e.tolist()}); every bin needs >= 3 (raise calibrate.proxy_dry_run_n "
+               "or widen calibrate.dry_run_snr_range)")
         raise ValueError(msg)
     td = proxy_coordinate(pd)
     ta = proxy_coordinate(pa[ok_a])
-    w = sd / np.bincount(k_of, weights=sd, minlength=nb)[k_of]  # uniform in s within a bin
+    w = _within_bin(sd, k_of, nb)  # uniform in s within a bin
+    member = (k_of[:, None] == np.arange(nb)[None, :]).astype(np.float64)  # (n_dry, n_bins)
     # P(t_i | bin k): weighted Gaussian KDE, Silverman bandwidth per bin (Kish effective n)
-    like = np.empty((ta.size, nb))
     kern = np.empty((ta.size, td.size))  # K_k(t_i - t_j) of the bin k of dry-run sample j
     bw = np.empty(nb)
     for k in range(nb):
@@ -146,22 +149,15 @@ def deconvolve_fractions(
         bw[k] = max(0.9 * spread * n_eff ** (-0.2), 1e-3)
         z = (ta[:, None] - td[m][None, :]) / bw[k]
         kern[:, m] = np.exp(-0.5 * z * z) / (bw[k] * np.sqrt(2.0 * np.pi))
-        like[:, k] = kern[:, m] @ wk
+    like = kern @ (w[:, None] * member)
     f, iterations, converged = _em(like, None, max_iter, tol)
     loglike = float(np.mean(np.log(np.maximum(like, 1e-300) @ f)))
     boot = []
-    if bootstrap > 0:
-        if rng is None:
-            msg = "deconvolve_fractions: bootstrap > 0 needs a numpy Generator (rng)"
-            raise ValueError(msg)
-        for _ in range(int(bootstrap)):
-            ca = rng.multinomial(ta.size, np.full(ta.size, 1.0 / ta.size)).astype(np.float64)
-            cd = rng.multinomial(td.size, np.full(td.size, 1.0 / td.size)).astype(np.float64)
-            wb = cd * sd
-            norm = np.bincount(k_of, weights=wb, minlength=nb)
-            wb = np.where(norm[k_of] > 0, wb / np.where(norm > 0, norm, 1.0)[k_of], 0.0)
-            like_b = np.stack([kern[:, k_of == k] @ wb[k_of == k] for k in range(nb)], axis=1)
-            boot.append(_em(like_b, ca, max_iter, tol)[0].tolist())
+    for _ in range(int(bootstrap)):
+        ca = rng.multinomial(ta.size, np.full(ta.size, 1.0 / ta.size)).astype(np.float64)
+        cd = rng.multinomial(td.size, np.full(td.size, 1.0 / td.size)).astype(np.float64)
+        like_b = kern @ (_within_bin(cd * sd, k_of, nb)[:, None] * member)
+        boot.append(_em(like_b, ca, max_iter, tol)[0].tolist())
     # posterior median per anchor: dry-run samples weighted by f_bin * K(t_i - t_j) * w_j
     implied = np.full(pa.size, np.nan)
     post_w = kern * (w * f[k_of])[None, :]
@@ -179,6 +175,12 @@ def deconvolve_fractions(
         "converged": bool(converged),
         "fractions_bootstrap": boot,
     }
+
+
+def _within_bin(v: np.ndarray, k_of: np.ndarray, nb: int) -> np.ndarray:
+    """``v`` normalised to sum 1 within each bin ``k_of`` (0 in a bin whose sum is 0)."""
+    norm = np.bincount(k_of, weights=v, minlength=nb)[k_of]
+    return np.where(norm > 0, v / np.where(norm > 0, norm, 1.0), 0.0)
 
 
 def _em(like: np.ndarray, counts: np.ndarray | None, max_iter: int,
