@@ -71,6 +71,12 @@ class TrainConfig(Section):
     file so scoring uses the same value)."""
     norm_clip: float = Field(10.0, gt=0.0)
     """Normalised pixels are clipped to +-this (units of the outer-region noise)."""
+    lens_light: Literal["none", "azimuthal_median"] = "none"
+    """Lens-light model subtracted from every stamp before the centre mask and the
+    normalisation, in training and scoring alike (stored in the model file):
+    ``azimuthal_median`` shows the network ``image - median of its 1-px radial bin`` (the
+    visibility proxy's model; removes the deflector's round light and the sky, keeps arcs and
+    the azimuthal structure of rings), ``none`` the stamp itself."""
     metadata_columns: list[str] = Field(default_factory=list)
     """Per-sample scalars fed to the head besides the pixels, e.g. ``[psfsize_r, psfdepth_r]``
     (``read_table`` column names); standardised with the training-selection mean/std stored in

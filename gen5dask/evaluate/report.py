@@ -342,7 +342,9 @@ def _recipe_table(models: Mapping[str, dict]) -> str:
             a.get("init_from") or "random (seeded)",
             f"{m.get('model')} ({m.get('n_parameters', 0) / 1e6:.2f} M)",
             f"{m.get('stamp_size')} px{f' (central {crop} px)' if (crop := m.get('crop')) else ''}"
-            f", {''.join(m.get('bands', []))}",
+            f", {''.join(m.get('bands', []))}"
+            + ("" if m.get("lens_light", "none") == "none"
+               else f", minus its {m['lens_light'].replace('_', ' ')}"),
             f"{m.get('epochs_run')} of {t.get('epochs')} (best {m.get('epoch')}: "
             f"{m.get('selection_metric')} {_fmt(m.get('selection_value'))})",
             f"{t.get('batch_size')} / {_fmt(t.get('lr'))} {t.get('schedule')}",

@@ -1,18 +1,21 @@
 """Training-time augmentation and the shared network input transform.
 
-* :func:`network_input` is the ONE image transform of training *and* scoring: it calls
+* :func:`network_input` is the ONE image transform of training *and* scoring: the optional
+  lens-light subtraction (:mod:`gen5dask.kernels.lenslight`, ``train.lens_light``), then
   :func:`gen5dask.kernels.normalize.normalize_stamps` (DESIGN §4). Augmentation only happens
-  before it, and only in training.
+  between the two, and only in training.
 * :func:`d4_transform`: the 8 rotations/flips of the square stamp about the centre pixel
   ``(H//2, W//2)`` (so the object stays centred for even sizes too; the one row/column that
   wraps round is the far border). Op code ``c`` in 0..7: bit 0 flips x, bit 1 flips y, bit 2
   transposes (applied last).
-* :func:`augment_batch`: centre mask (arms with ``center_mask``) on the flux image, then the
-  normalisation, then D4. Every draw is keyed by (seed, sample id, epoch) with the counter RNG,
-  so a sample gets the same augmentation whatever the worker count, rank or batch it lands in.
+* :func:`augment_batch`: lens-light subtraction, centre mask (arms with ``center_mask``) on the
+  (residual) flux image, then the normalisation, then D4. Every draw is keyed by (seed, sample
+  id, epoch) with the counter RNG, so a sample gets the same augmentation whatever the worker
+  count, rank or batch it lands in.
 * :class:`TrainTransform` / :class:`EvalTransform`: the loader's two-step form of the same
-  transform. ``prepare`` works on a whole decoded store chunk in place (centre mask of the
-  selected rows, normalisation statistics — the cached ones from
+  transform. ``prepare`` works on a whole decoded store chunk in place (lens-light subtraction
+  and centre mask of the selected rows, normalisation statistics — the cached ones (and the
+  cached lens-light profiles) from
   :mod:`gen5dask.train.normstats` wherever the mask cannot change them — and D4 codes); the
   stream then normalises, applies D4 and lays out each batch in one pass with
   :func:`gen5dask.kernels.normalize.apply_norm_into`. The result is bit-identical to
@@ -25,6 +28,7 @@ import numpy as np
 
 from gen5dask import PIXSCALE_ARCSEC
 from gen5dask.kernels._jit import jit
+from gen5dask.kernels.lenslight import lens_light_profile, subtract_lens_light, subtract_profile
 from gen5dask.kernels.masking import center_mask, draw_mask_radius
 from gen5dask.kernels.normalize import norm_stats, normalize_stamps
 from gen5dask.kernels.rng import keys_for, stage_id, uniform
@@ -36,8 +40,10 @@ _D4_COUNTER = 0
 _COIN_COUNTER = 1
 
 
-def network_input(images: np.ndarray, *, r_outer: float = 16.0, clip: float = 10.0) -> np.ndarray:
-    """The network's input from flux stamps: the shared normalisation (training and scoring).
+def network_input(images: np.ndarray, *, r_outer: float = 16.0, clip: float = 10.0,
+                  lens_light: str = "none") -> np.ndarray:
+    """The network's input from flux stamps (training and scoring): the lens-light subtraction,
+    then the shared normalisation.
 
     Parameters
     ----------
@@ -47,12 +53,16 @@ def network_input(images: np.ndarray, *, r_outer: float = 16.0, clip: float = 10
         Inner radius of the statistics region, pixels.
     clip : float
         Clip level, units of the outer-region noise.
+    lens_light : {"none", "azimuthal_median"}
+        Lens-light model subtracted first (:func:`gen5dask.kernels.lenslight.subtract_lens_light`).
 
     Returns
     -------
     numpy.ndarray
         float32 ``(n, nband, H, W)``, dimensionless.
     """
+    if lens_light != "none":
+        images = subtract_lens_light(images, lens_light)
     return normalize_stamps(images, r_outer=r_outer, clip=clip)
 
 
@@ -149,8 +159,9 @@ def augment_batch(
     pixscale: float = PIXSCALE_ARCSEC,
     r_outer: float = 16.0,
     clip: float = 10.0,
+    lens_light: str = "none",
 ) -> np.ndarray:
-    """Training transform of flux stamps: [centre mask] -> normalisation -> [D4].
+    """Training transform of flux stamps: [lens light] -> [centre mask] -> normalisation -> [D4].
 
     Parameters
     ----------
@@ -172,6 +183,8 @@ def augment_batch(
         Arcsec per pixel.
     r_outer, clip : float
         Normalisation parameters (see :func:`network_input`).
+    lens_light : {"none", "azimuthal_median"}
+        Lens-light model subtracted before the mask (see :func:`network_input`).
 
     Returns
     -------
@@ -180,6 +193,8 @@ def augment_batch(
     """
     ids = np.asarray(ids, dtype=np.int64)
     x = np.ascontiguousarray(images, dtype=np.float32)
+    if lens_light != "none":
+        x = subtract_lens_light(x, lens_light)
     if mask and ids.size:
         keys = keys_for(int(seed), stage_id(MASK_STAGE), ids, 0, int(epoch))
         radius = draw_mask_radius(
@@ -189,7 +204,7 @@ def augment_batch(
         if mask_prob < 1.0:
             radius = np.where(mask_coin(ids, seed=seed, epoch=epoch) < mask_prob, radius, 0.0)
         x = center_mask(x, radius, keys, annulus=mask_annulus)
-    x = network_input(x, r_outer=r_outer, clip=clip)
+    x = normalize_stamps(x, r_outer=r_outer, clip=clip)
     if rotate_flip and ids.size:
         x = d4_transform(x, d4_codes(ids, seed=seed, epoch=epoch))
     return x
@@ -201,8 +216,44 @@ def augment_batch(
 _AUGMENT_DEFAULTS = {
     "rotate_flip": True, "mask": False, "mask_prob": 1.0, "mask_law": "uniform",
     "mask_rmin": 3.0, "mask_rmax": 7.0, "mask_annulus": None, "pixscale": PIXSCALE_ARCSEC,
-    "r_outer": 16.0, "clip": 10.0,
+    "r_outer": 16.0, "clip": 10.0, "lens_light": "none",
 }
+
+
+def split_cached(stats: np.ndarray | None, lens_light: str) -> tuple[np.ndarray | None,
+                                                                    np.ndarray | None]:
+    """Split a selection's cached per-sample array into normalisation statistics ``(k, nband,
+    2)`` and lens-light profiles ``(k, nband, nbins)`` (None when nothing is cached).
+
+    The cache of :func:`gen5dask.train.normstats.store_norm_stats` holds both, profiles after
+    the statistics, when ``lens_light`` is not ``"none"``; statistics cached without profiles
+    describe the raw stamps, so using them under a lens-light model is refused.
+    """
+    if stats is None:
+        return None, None
+    if lens_light == "none":
+        if stats.shape[-1] != 2:
+            msg = (f"cached normalisation statistics carry lens-light profiles (shape "
+                   f"{stats.shape}) but lens_light='none'")
+            raise ValueError(msg)
+        return stats, None
+    if stats.shape[-1] <= 2:
+        msg = (f"cached normalisation statistics have no lens-light profiles (shape "
+               f"{stats.shape}) but lens_light={lens_light!r}: compute them with "
+               "store_norm_stats(..., lens_light=...)")
+        raise ValueError(msg)
+    return stats[..., :2], stats[..., 2:]
+
+
+def subtract_rows(images: np.ndarray, local: np.ndarray, profiles: np.ndarray | None,
+                  lens_light: str) -> None:
+    """Subtract the lens light of rows ``local`` of a decoded chunk in place (cached profiles,
+    or computed now when None)."""
+    if lens_light == "none" or not len(local):
+        return
+    if profiles is None:
+        profiles = lens_light_profile(images, lens_light, rows=local)
+    subtract_profile(images, profiles, rows=local, out=images)
 
 
 def resolve_stats(images: np.ndarray, local: np.ndarray, stats: np.ndarray | None, *,
@@ -256,7 +307,8 @@ class TrainTransform:
     def prepare(self, images: np.ndarray, local: np.ndarray, ids: np.ndarray,
                 psfsize_r: np.ndarray, stats: np.ndarray | None, epoch: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Centre-mask rows ``local`` of a decoded chunk in place; their statistics and D4 codes.
+        """Lens-light-subtract and centre-mask rows ``local`` of a decoded chunk in place; their
+        statistics and D4 codes.
 
         Parameters
         ----------
@@ -267,7 +319,8 @@ class TrainTransform:
         psfsize_r : numpy.ndarray
             ``(k,)`` r-band PSF FWHM, arcsec (for ``mask_law="psf"``).
         stats : numpy.ndarray or None
-            Cached statistics of those rows (see :func:`resolve_stats`).
+            Cached statistics of those rows (see :func:`resolve_stats`), followed by their
+            lens-light profiles when a model is set (:func:`split_cached`).
         epoch : int
             Epoch (key of every draw).
 
@@ -279,6 +332,8 @@ class TrainTransform:
         o = self.opts
         ids = np.asarray(ids, dtype=np.int64)
         local = np.asarray(local, dtype=np.int64)
+        stats, profiles = split_cached(stats, o["lens_light"])
+        subtract_rows(images, local, profiles, o["lens_light"])
         radius = None
         if o["mask"] and ids.size:
             keys = keys_for(self.seed, stage_id(MASK_STAGE), ids, 0, int(epoch))
@@ -305,15 +360,21 @@ class TrainTransform:
 class EvalTransform:
     """Picklable evaluation transform: only :func:`network_input` (no augmentation)."""
 
-    def __init__(self, *, r_outer: float = 16.0, clip: float = 10.0):
+    def __init__(self, *, r_outer: float = 16.0, clip: float = 10.0, lens_light: str = "none"):
         self.r_outer = float(r_outer)
         self.clip = float(clip)
+        self.lens_light = str(lens_light)
 
     def __call__(self, images, ids, psfsize_r, epoch):
-        return network_input(images, r_outer=self.r_outer, clip=self.clip)
+        return network_input(images, r_outer=self.r_outer, clip=self.clip,
+                             lens_light=self.lens_light)
 
     def prepare(self, images, local, ids, psfsize_r, stats, epoch):
-        """Statistics of rows ``local`` (cached or computed) and identity D4 codes."""
+        """Lens-light subtraction of rows ``local`` in place, their statistics (cached or
+        computed) and identity D4 codes."""
+        local = np.asarray(local, dtype=np.int64)
+        stats, profiles = split_cached(stats, self.lens_light)
+        subtract_rows(images, local, profiles, self.lens_light)
         st = resolve_stats(images, local, stats, r_outer=self.r_outer)
         return st, np.zeros(len(local), np.int64)
 
@@ -327,4 +388,6 @@ __all__ = [
     "mask_coin",
     "network_input",
     "resolve_stats",
+    "split_cached",
+    "subtract_rows",
 ]

@@ -120,7 +120,7 @@ def score_images(
     :meth:`gen5dask.train.models.LensResNet.embed`)."""
     norm = info["norm"]
     x = network_input(np.ascontiguousarray(images, np.float32), r_outer=norm["r_outer"],
-                      clip=norm["clip"])
+                      clip=norm["clip"], lens_light=norm.get("lens_light", "none"))
     n_meta = len(info["metadata_columns"])
     if n_meta:
         mean = np.asarray(info["meta_mean"], np.float32)

@@ -247,8 +247,9 @@ def norm_stats_dir(cfg) -> Path:
 
 
 def attach_norm_stats(selections, *, r_outer: float, cache_dir: Path | None,
-                      threads: int | None = None) -> None:
-    """Give every selection its rows' cached normalisation statistics (``sel.stats``).
+                      threads: int | None = None, lens_light: str = "none") -> None:
+    """Give every selection its rows' cached normalisation statistics (``sel.stats``; with a
+    lens-light model, followed by the rows' lens-light profiles).
 
     Under DDP rank 0 computes and caches a missing store's statistics while the others wait,
     then every rank reads the file.
@@ -258,9 +259,11 @@ def attach_norm_stats(selections, *, r_outer: float, cache_dir: Path | None,
     if cache_dir is not None and _is_dist():
         if torch.distributed.get_rank() == 0:
             for p in paths:
-                store_norm_stats(p, r_outer=r_outer, cache_dir=cache_dir, threads=threads)
+                store_norm_stats(p, r_outer=r_outer, cache_dir=cache_dir, threads=threads,
+                                 lens_light=lens_light)
         torch.distributed.barrier()
-    stats = {p: store_norm_stats(p, r_outer=r_outer, cache_dir=cache_dir, threads=threads)
+    stats = {p: store_norm_stats(p, r_outer=r_outer, cache_dir=cache_dir, threads=threads,
+                                 lens_light=lens_light)
              for p in paths}
     for s in selections:
         s.stats = np.ascontiguousarray(stats[s.path][s.rows])
@@ -384,16 +387,17 @@ def train_arm(
     n_meta = len(tc.metadata_columns)
     meta_mean, meta_std = meta_standardisation(tr, n_meta)
     attach_norm_stats([*tr.selections, *va.selections], r_outer=tc.norm_r_outer,
-                      cache_dir=norm_stats_dir(cfg) if tc.norm_stats_cache else None)
+                      cache_dir=norm_stats_dir(cfg) if tc.norm_stats_cache else None,
+                      lens_light=tc.lens_light)
 
     aug = TrainTransform(
         seed=cfg.seed, rotate_flip=tc.rotate_flip, mask=arm.center_mask,
         mask_prob=tc.center_mask_prob, mask_law=tc.center_mask_law,
         mask_rmin=tc.center_mask_rmin, mask_rmax=tc.center_mask_rmax,
         mask_annulus=tc.center_mask_annulus, pixscale=cfg.pixscale,
-        r_outer=tc.norm_r_outer, clip=tc.norm_clip,
+        r_outer=tc.norm_r_outer, clip=tc.norm_clip, lens_light=tc.lens_light,
     )
-    evt = EvalTransform(r_outer=tc.norm_r_outer, clip=tc.norm_clip)
+    evt = EvalTransform(r_outer=tc.norm_r_outer, clip=tc.norm_clip, lens_light=tc.lens_light)
     train_stream = StampStream(tr.selections, batch_size=tc.batch_size, seed=cfg.seed,
                                shuffle=True, shuffle_buffer=tc.shuffle_buffer, transform=aug,
                                meta_mean=meta_mean, meta_std=meta_std,
@@ -585,8 +589,9 @@ def _train_loop(cfg, arm, tc, device, rank, world, show, layout, parents, fp, tr
             "epoch": int(best["epoch"]),
             "epochs_run": int(epoch),
             "early_stopped": result["early_stopped"],
-            "norm": {"function": "gen5dask.kernels.normalize.normalize_stamps",
-                     "r_outer": float(tc.norm_r_outer), "clip": float(tc.norm_clip)},
+            "norm": {"function": "gen5dask.train.augment.network_input",
+                     "r_outer": float(tc.norm_r_outer), "clip": float(tc.norm_clip),
+                     "lens_light": tc.lens_light},
             "metadata_columns": list(tc.metadata_columns),
             "meta_mean": [float(v) for v in meta_mean],
             "meta_std": [float(v) for v in meta_std],
@@ -622,7 +627,7 @@ def model_summary(path: str | Path) -> dict:
     Keys: ``arm`` (the arm's recipe: brightness, hard_negatives, center_mask, init_from,
     replicates),
     ``model`` (architecture name), ``n_parameters``, ``stamp_size`` and ``crop`` (pixels; crop 0:
-    whole stamp), ``bands``,
+    whole stamp), ``lens_light`` (the lens-light model subtracted from the input), ``bands``,
     ``epoch`` (selected), ``epochs_run``, ``early_stopped``, ``selection_metric``,
     ``selection_value``, ``counts`` (training/validation selection sizes per kind) and ``train``
     (the :data:`RECIPE_KEYS` settings)."""
@@ -637,6 +642,7 @@ def model_summary(path: str | Path) -> dict:
         "n_parameters": int(sum(v.numel() for k, v in info["state_dict"].items()
                                 if "running_" not in k and "num_batches" not in k)),
         "stamp_size": int(info["stamp_size"]), "crop": int(info["arch"].get("crop", 0)),
+        "lens_light": str(info.get("norm", {}).get("lens_light", "none")),
         "bands": list(info["bands"]), "epoch": int(info["epoch"]),
         "epochs_run": int(info["epochs_run"]),
         "early_stopped": bool(info["early_stopped"]),

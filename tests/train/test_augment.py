@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gen5dask.kernels.lenslight import subtract_lens_light
 from gen5dask.kernels.normalize import normalize_stamps
 from gen5dask.train.augment import (
     EvalTransform,
@@ -66,7 +67,8 @@ def test_augment_deterministic_and_masks_centre():
     assert np.abs(plain[:, :, 16, 16]).min() >= 9.99  # clipped bright core when unmasked
 
 
-def test_train_and_score_paths_give_identical_input(stores):
+@pytest.mark.parametrize("lens", ["none", "azimuthal_median"])
+def test_train_and_score_paths_give_identical_input(stores, lens):
     """Training stream without augmentation == scoring transform for the same samples."""
     import torch
 
@@ -78,21 +80,23 @@ def test_train_and_score_paths_give_identical_input(stores):
     d = arm_selection(train_path=stores / "train.zarr", hardneg_path=None, split="val",
                       inject_mode="calibrated", hard_negatives=False)
     sel = d.selections[0]  # the val injections, in store order
-    tt = TrainTransform(seed=1, rotate_flip=False, mask=False)
+    tt = TrainTransform(seed=1, rotate_flip=False, mask=False, lens_light=lens)
     s = StampStream([sel], batch_size=len(sel), seed=1, shuffle=False, transform=tt)
     batch = next(iter(make_loader(s)))
     from gen5dask.store import read_samples
 
     np.testing.assert_array_equal(batch["sample"].numpy(), sel.sample)
     raw = read_samples(stores / "train.zarr", sel.rows, ["sample", "image"])
-    want = EvalTransform()(raw["image"], raw["sample"], None, 0)
+    want = EvalTransform(lens_light=lens)(raw["image"], raw["sample"], None, 0)
     got = batch["image"].numpy()
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(want, normalize_stamps(raw["image"], r_outer=16, clip=10))
+    flux = raw["image"] if lens == "none" else subtract_lens_light(raw["image"], lens)
+    np.testing.assert_array_equal(want, normalize_stamps(flux, r_outer=16, clip=10))
     # and the scorer's forward pass sees the same tensor
     torch.manual_seed(0)
     model = build_model(arch_spec("resnet_small")).eval()
-    info = {"norm": {"r_outer": 16.0, "clip": 10.0}, "metadata_columns": []}
+    info = {"norm": {"r_outer": 16.0, "clip": 10.0, "lens_light": lens},
+            "metadata_columns": []}
     p_score = score_images(model, info, raw["image"])
     with torch.no_grad():
         p_train = torch.sigmoid(model(torch.from_numpy(got))).numpy()

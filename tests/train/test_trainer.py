@@ -173,3 +173,26 @@ def test_run_train_and_score_end_to_end(run_dir):
         np.testing.assert_array_equal(got["sample"].to_numpy(), ref["sample"].to_numpy())
         np.testing.assert_allclose(got["score"].to_numpy(), ref["score"].to_numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_lens_light_reaches_the_model_file_and_scoring(run_dir):
+    """``train.lens_light`` is stored in the model file's ``norm``; scoring applies it (the
+    scores of a lens-light model differ from scoring the same weights without it), and the
+    report's recipe summary names it."""
+    from gen5dask.store import read_samples
+    from gen5dask.train.scoring import load_scorer, score_images
+    from gen5dask.train.trainer import model_summary
+
+    cfg = make_cfg(run_dir, epochs=1, lens_light="azimuthal_median")
+    arm = _arm(cfg, "baseline")
+    train_arm(cfg, arm)
+    path = cfg.layout.model(arm.name)
+    info = torch.load(path, weights_only=True)
+    assert info["norm"]["lens_light"] == "azimuthal_median"
+    assert model_summary(path)["lens_light"] == "azimuthal_median"
+    model, loaded = load_scorer(path)
+    img = read_samples(cfg.layout.train, slice(0, 24), ["image"])["image"]
+    with_ll = score_images(model, loaded, img)
+    without = score_images(model, {**loaded, "norm": {**loaded["norm"], "lens_light": "none"}},
+                           img)
+    assert with_ll.shape == (24,) and not np.allclose(with_ll, without)
