@@ -238,6 +238,7 @@ def test_training_section_records_each_arms_recipe(metrics):
         "selection_metric": "val_auc", "selection_value": 0.864,
         "counts": {"train": {"injection": 3600, "control": 3000, "hard_negative": 530}},
         "train": {"epochs": 12, "batch_size": 128, "lr": 0.003, "schedule": "cosine"}}}
+    models["masked"] = {**models["remediated"], "lens_light": "azimuthal_median"}
     page = render_report(ReportInputs(models=models), metrics=metrics, decision=None,
                          config_text="x",
                          generated="now")
@@ -247,6 +248,7 @@ def test_training_section_records_each_arms_recipe(metrics):
     assert cells == ["calibrated", "yes", "off", "baseline", "resnet_small (0.20 M)",
                      "48 px, grz", "12 of 12 (best 11: val_auc 0.864)", "128 / 0.003 cosine",
                      "3600 injection + 3000 control + 530 hard_negative"]
+    assert "48 px, grz, minus its azimuthal median" in sec.split("<td>masked</td>")[1]
     broken = render_report(ReportInputs(errors={"models": "x.pt: EOFError: truncated"}),
                            metrics=metrics, decision=None, config_text="x",
                            generated="now")
