@@ -48,14 +48,15 @@ def _profile_kernel(src, planes, order, starts, buf, prof):
 
 
 @jit
-def _subtract_kernel(src, planes, prof, pix_bin, dst):
+def _subtract_kernel(flat, planes, prof, pix_bin):
+    """In place: ``flat[plane] -= prof[t][bin]`` (float64 arithmetic), NaN bins untouched."""
     for t in range(planes.size):
-        img = src[planes[t]]
-        out = dst[planes[t]]
+        img = flat[planes[t]]
         pr = prof[t]
         for p in range(img.size):
             m = pr[pix_bin[p]]
-            out[p] = img[p] - np.float64(m) if np.isfinite(m) else img[p]
+            if np.isfinite(m):
+                img[p] = img[p] - np.float64(m)
 
 
 @functools.lru_cache(maxsize=16)
@@ -172,20 +173,16 @@ def subtract_profile(
         raise ValueError(msg)
     if out is None:
         out = np.array(x, dtype=np.float32, order="C", copy=True)
-        src = out
     else:
         if out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             msg = (f"subtract_profile: out must be float32 C-contiguous {x.shape}, got "
                    f"{out.dtype} {out.shape}")
             raise ValueError(msg)
-        src = x if x is out else np.ascontiguousarray(x, dtype=np.float32)
-        if src is not out:
-            out[sel] = src[sel]
-            src = out
+        if x is not out:
+            out[sel] = x[sel]
     if nbins and sel.size:
-        _, pix_bin = _bins(H, W)
-        flat = out.reshape(n * nb, H * W)
-        _subtract_kernel(flat, planes, prof.reshape(sel.size * nb, nbins), pix_bin, flat)
+        _subtract_kernel(out.reshape(n * nb, H * W), planes,
+                         prof.reshape(sel.size * nb, nbins), _bins(H, W)[1])
     return out
 
 

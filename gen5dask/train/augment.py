@@ -32,6 +32,7 @@ from gen5dask.kernels.lenslight import lens_light_profile, subtract_lens_light, 
 from gen5dask.kernels.masking import center_mask, draw_mask_radius
 from gen5dask.kernels.normalize import norm_stats, normalize_stamps
 from gen5dask.kernels.rng import keys_for, stage_id, uniform
+from gen5dask.train.normstats import split_cached
 
 D4_STAGE = "augment_d4"
 MASK_STAGE = "center_mask"
@@ -220,31 +221,6 @@ _AUGMENT_DEFAULTS = {
 }
 
 
-def split_cached(stats: np.ndarray | None, lens_light: str) -> tuple[np.ndarray | None,
-                                                                    np.ndarray | None]:
-    """Split a selection's cached per-sample array into normalisation statistics ``(k, nband,
-    2)`` and lens-light profiles ``(k, nband, nbins)`` (None when nothing is cached).
-
-    The cache of :func:`gen5dask.train.normstats.store_norm_stats` holds both, profiles after
-    the statistics, when ``lens_light`` is not ``"none"``; statistics cached without profiles
-    describe the raw stamps, so using them under a lens-light model is refused.
-    """
-    if stats is None:
-        return None, None
-    if lens_light == "none":
-        if stats.shape[-1] != 2:
-            msg = (f"cached normalisation statistics carry lens-light profiles (shape "
-                   f"{stats.shape}) but lens_light='none'")
-            raise ValueError(msg)
-        return stats, None
-    if stats.shape[-1] <= 2:
-        msg = (f"cached normalisation statistics have no lens-light profiles (shape "
-               f"{stats.shape}) but lens_light={lens_light!r}: compute them with "
-               "store_norm_stats(..., lens_light=...)")
-        raise ValueError(msg)
-    return stats[..., :2], stats[..., 2:]
-
-
 def subtract_rows(images: np.ndarray, local: np.ndarray, profiles: np.ndarray | None,
                   lens_light: str) -> None:
     """Subtract the lens light of rows ``local`` of a decoded chunk in place (cached profiles,
@@ -320,7 +296,8 @@ class TrainTransform:
             ``(k,)`` r-band PSF FWHM, arcsec (for ``mask_law="psf"``).
         stats : numpy.ndarray or None
             Cached statistics of those rows (see :func:`resolve_stats`), followed by their
-            lens-light profiles when a model is set (:func:`split_cached`).
+            lens-light profiles when a model is set
+            (:func:`gen5dask.train.normstats.split_cached`).
         epoch : int
             Epoch (key of every draw).
 
@@ -388,6 +365,5 @@ __all__ = [
     "mask_coin",
     "network_input",
     "resolve_stats",
-    "split_cached",
     "subtract_rows",
 ]

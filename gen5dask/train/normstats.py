@@ -146,10 +146,36 @@ def store_norm_stats(
     return arr
 
 
+def split_cached(stats: np.ndarray | None, lens_light: str) -> tuple[np.ndarray | None,
+                                                                    np.ndarray | None]:
+    """Split a selection's cached per-sample array into normalisation statistics ``(k, nband,
+    2)`` and lens-light profiles ``(k, nband, nbins)`` (None when nothing is cached).
+
+    :func:`store_norm_stats` holds both, profiles after the statistics, when ``lens_light`` is
+    not ``"none"``; statistics cached without profiles describe the raw stamps, so using them
+    under a lens-light model is refused (and the reverse).
+    """
+    if stats is None:
+        return None, None
+    if lens_light == "none":
+        if stats.shape[-1] != 2:
+            msg = (f"cached normalisation statistics carry lens-light profiles (shape "
+                   f"{stats.shape}) but lens_light='none'")
+            raise ValueError(msg)
+        return stats, None
+    if stats.shape[-1] <= 2:
+        msg = (f"cached normalisation statistics have no lens-light profiles (shape "
+               f"{stats.shape}) but lens_light={lens_light!r}: compute them with "
+               "store_norm_stats(..., lens_light=...)")
+        raise ValueError(msg)
+    return stats[..., :2], stats[..., 2:]
+
+
 __all__ = [
     "STATS_VERSION",
     "cache_path",
     "chunk_norm_stats",
     "compute_store_stats",
+    "split_cached",
     "store_norm_stats",
 ]
