@@ -113,10 +113,10 @@ class SimulateConfig(Section):
     Tier-A definition excludes). ``injection``: exactly the model of the injections -- the
     ``inject`` section's parameter laws, source model (Sersic or real galaxy), colour law,
     renderer (Moffat ``inject.psf_beta`` from the stamp's psfsize, ``inject.supersample``) and
-    amplitude policy -- with the target arc_snr drawn from ``arc_snr_bins``/
-    ``arc_snr_fractions``; draws keyed by (seed, "simulate.anchor_lens", sample id). Used by
-    the closed-loop check, where anchors and calibrated injections must share one model (no
-    realism gap)."""
+    amplitude policy -- with the target arc_snr drawn from ``anchor_arc_snr_bins``/
+    ``anchor_arc_snr_fractions`` (default: ``arc_snr_bins``/``arc_snr_fractions``); draws
+    keyed by (seed, "simulate.anchor_lens", sample id). Used by the closed-loop check, where
+    anchors and calibrated injections must share one model (no realism gap)."""
     lenspop: LensPopConfig = Field(default_factory=LensPopConfig)
     """The physical lens population and visual selection (``anchor_model: physical``)."""
     anchor_positions: Literal["footprint", "lenscat"] = "footprint"
@@ -139,9 +139,17 @@ class SimulateConfig(Section):
     """Anchor Einstein-radius range, arcsec (``anchor_model: plan_table``)."""
     arc_snr_bins: list[float] = Field(default_factory=lambda: [0.8, 2.0, 8.0, 20.0, 50.0])
     """Bin edges of the target ``arc_snr`` table (the last bin is ``[20, 50)``) of the
-    procedural rings and, with ``anchor_model: plan_table``, of the anchors."""
+    procedural rings and, with ``anchor_model: plan_table`` (or ``injection`` without
+    ``anchor_arc_snr_bins``), of the anchors."""
     arc_snr_fractions: list[float] = Field(default_factory=lambda: [0.40, 0.40, 0.15, 0.05])
     """Fraction per ``arc_snr_bins`` bin (sums to 1); targets are piecewise uniform."""
+    anchor_arc_snr_bins: list[float] | None = None
+    """Bin edges of the anchors' target integrated ``arc_snr`` with ``anchor_model: injection``
+    (None: ``arc_snr_bins``, the plan's injection table). The closed loop sets the arc S/N
+    distribution of the demo world's physical Tier-A anchors here, so that its anchors have
+    visible arcs, as the plan defines Tier-A (``configs/closed_loop.yaml``)."""
+    anchor_arc_snr_fractions: list[float] | None = None
+    """Fraction per ``anchor_arc_snr_bins`` bin (sums to 1; set with it); piecewise uniform."""
     off_target_fraction: float = Field(0.05, ge=0.0, le=1.0)
     """Fraction of anchors whose hand-typed coordinates are wrong (subtype ``off_target``): their
     cutout shows empty sky at the typed position."""
@@ -280,11 +288,24 @@ class SimulateConfig(Section):
             raise ValueError(msg)
         return value
 
+    def anchor_arc_snr_table(self) -> tuple[list[float], list[float]]:
+        """``(bins, fractions)`` of the anchors' target ``arc_snr`` (``anchor_model:
+        injection``): ``anchor_arc_snr_*`` where set, else ``arc_snr_*``."""
+        if self.anchor_arc_snr_bins is None:
+            return self.arc_snr_bins, self.arc_snr_fractions
+        return self.anchor_arc_snr_bins, self.anchor_arc_snr_fractions
+
     @model_validator(mode="after")
     def _check(self):
-        for name in ("arc_snr", "stress_arc_snr"):
+        if (self.anchor_arc_snr_bins is None) != (self.anchor_arc_snr_fractions is None):
+            msg = ("simulate.anchor_arc_snr_bins and anchor_arc_snr_fractions must be set "
+                   "together (or both left unset)")
+            raise ValueError(msg)
+        for name in ("arc_snr", "stress_arc_snr", "anchor_arc_snr"):
             bins = getattr(self, f"{name}_bins")
             fracs = getattr(self, f"{name}_fractions")
+            if bins is None:
+                continue
             if len(bins) != len(fracs) + 1:
                 msg = (
                     f"simulate.{name}_bins needs one more edge than {name}_fractions has "

@@ -250,7 +250,7 @@ def injection_model_lens(sample_id: int, ctx: Context) -> tuple[dict, tuple[floa
     """Lens and source of an anchor drawn from the injection model (``anchor_model:
     injection``) and its target ``(arc_snr, bin_low, bin_high)`` from the anchors' table."""
     model = ctx.anchor_injection
-    table = TargetDistribution(ctx.sim.arc_snr_bins, ctx.sim.arc_snr_fractions)
+    table = TargetDistribution(*ctx.sim.anchor_arc_snr_table())
     par = draw_injection_params(
         model.laws, seed=ctx.seed, host_ids=[int(sample_id)], replicates=[0],
         modes=[MODE_CODES["calibrated"]], target=table,

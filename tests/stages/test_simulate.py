@@ -303,3 +303,42 @@ def test_anchor_model_injection_is_exactly_the_injection_model(tmp_path):
         b = config_from_dict({"simulate": {"anchor_model": model_name},
                               "inject": {"theta_e_range": [0.6, 0.9]}})
         assert (step_fingerprints(a)["simulate"] != step_fingerprints(b)["simulate"]) == depends
+
+
+def test_injection_anchors_take_their_own_arc_snr_table(tmp_path):
+    """``anchor_arc_snr_bins/fractions`` set the injection-model anchors' target arc S/N (the
+    closed loop's visible-arc anchors); rings keep ``arc_snr_bins``; unset, the anchors use it."""
+    sim = {"off_target_fraction": 0.0, "anchor_model": "injection",
+           "anchor_arc_snr_bins": [20.0, 30.0, 40.0], "anchor_arc_snr_fractions": [0.25, 0.75]}
+    cfg = _cfg(tmp_path, "own", n_hosts=1, n_anchors=8, n_stress=0, n_hard_negatives=0,
+               n_rings=4, **sim)
+    path = run_simulate(cfg)
+    t = read_table(path)
+    anc = t[t.kind == "anchor"]
+    assert len(anc) == 8 and anc.arc_snr.between(20.0, 40.0).all()
+    ctx = make_context(cfg)
+    for sid in anc["sample"].to_numpy():
+        _, (target, lo, hi) = survey.injection_model_lens(int(sid), ctx)
+        assert 20.0 <= lo <= target < hi <= 40.0
+    # the rings' table is untouched
+    rings = t[t.kind == "ring"]
+    assert rings.arc_snr.max() < cfg.simulate.arc_snr_bins[-1]
+    assert cfg.simulate.anchor_arc_snr_table() == ([20.0, 30.0, 40.0], [0.25, 0.75])
+    plain = config_from_dict({"simulate": {"anchor_model": "injection"}}).simulate
+    assert plain.anchor_arc_snr_table() == (plain.arc_snr_bins, plain.arc_snr_fractions)
+    many = [survey.injection_model_lens(10_000_000 + i, ctx)[1][0] for i in range(800)]
+    counts = np.histogram(many, [20.0, 30.0, 40.0])[0]
+    assert ((counts - 800 * np.array([0.25, 0.75])) ** 2 / (800 * np.array([0.25, 0.75]))
+            ).sum() < 10.8  # chi-square, 1 dof, p = 0.001
+
+
+@pytest.mark.parametrize("sim, match", [
+    ({"anchor_arc_snr_bins": [20.0, 50.0]}, "set together"),
+    ({"anchor_arc_snr_bins": [20.0, 50.0], "anchor_arc_snr_fractions": [0.5, 0.5]},
+     "one more edge"),
+    ({"anchor_arc_snr_bins": [50.0, 20.0], "anchor_arc_snr_fractions": [1.0]}, "increasing"),
+    ({"anchor_arc_snr_bins": [20.0, 50.0], "anchor_arc_snr_fractions": [0.9]}, "sum to 1"),
+])
+def test_anchor_arc_snr_table_is_validated(sim, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_dict({"simulate": sim})
