@@ -160,8 +160,24 @@ class JobKeeper:
         return ids
 
 
+def keeper_interval_s(interval_s: float = 5.0) -> float:
+    """Seconds between :class:`JobKeeper` checks: ``interval_s``, at most half of
+    ``distributed.deploy.lost-worker-timeout``.
+
+    dask-jobqueue keeps a job whose worker has left for that timeout, and the keeper learns a
+    job's id only while the job is listed; polling at most every half timeout sees every job
+    that was ever listed, even one cancelled within seconds of its start.
+    """
+    import dask
+    from dask.utils import parse_timedelta
+
+    timeout = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+    return min(float(interval_s), 0.5 * float(timeout))
+
+
 def keep_jobs(cluster: Any, *, interval_s: float = 5.0, quiet: bool = False) -> Any:
-    """Run :class:`JobKeeper` every ``interval_s`` on the cluster's event loop.
+    """Run :class:`JobKeeper` every ``interval_s`` (:func:`keeper_interval_s`) on the
+    cluster's event loop.
 
     Returns the tornado ``PeriodicCallback``; stop it with
     ``cluster.loop.add_callback(callback.stop)`` before closing the cluster.
@@ -169,7 +185,7 @@ def keep_jobs(cluster: Any, *, interval_s: float = 5.0, quiet: bool = False) -> 
     from tornado.ioloop import PeriodicCallback
 
     keeper = JobKeeper(cluster, quiet=quiet)
-    callback = PeriodicCallback(keeper.check, interval_s * 1000.0)
+    callback = PeriodicCallback(keeper.check, keeper_interval_s(interval_s) * 1000.0)
     cluster.loop.add_callback(callback.start)
     return callback
 
@@ -232,6 +248,7 @@ __all__ = [
     "JobKeeper",
     "dask_client",
     "keep_jobs",
+    "keeper_interval_s",
     "make_jobqueue_cluster",
     "render_job_script",
     "worker_env",

@@ -140,3 +140,19 @@ def test_job_keeper_says_where_to_look_when_no_worker_connects(capsys):
     now[0] = 2 * NO_WORKER_HINT_S + 2
     keeper.check()
     assert "the submit command (sbatch/qsub) failed" in capsys.readouterr().err
+
+
+def test_keeper_polls_within_the_lost_worker_timeout():
+    """A job cancelled seconds after it started is still seen (and so replaced): the keeper
+    polls at least twice per ``lost-worker-timeout``, the time dask-jobqueue keeps a job whose
+    worker has gone."""
+    import dask
+
+    from gen5dask.cluster import keeper_interval_s
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "15s"}):
+        assert keeper_interval_s(5.0) == 5.0
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
+        assert keeper_interval_s(5.0) == 0.5
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": 4}):
+        assert keeper_interval_s(1.0) == 1.0
