@@ -276,15 +276,16 @@ def arc_snr(arc_r: np.ndarray, invvar_r: np.ndarray) -> ArcSNR:
 
 
 @jit
-def _sift_down(keys, idx, start, end):
+def _sift_down_min(keys, idx, start, end):
+    """Restore the min-heap order of ``keys[start:end + 1]`` below ``start`` (``idx`` follows)."""
     root = start
     while True:
         child = 2 * root + 1
         if child > end:
             return
-        if child + 1 <= end and keys[child + 1] > keys[child]:
+        if child + 1 <= end and keys[child + 1] < keys[child]:
             child += 1
-        if keys[child] > keys[root]:
+        if keys[child] < keys[root]:
             tk = keys[root]
             keys[root] = keys[child]
             keys[child] = tk
@@ -297,20 +298,27 @@ def _sift_down(keys, idx, start, end):
 
 
 @jit
-def _heapsort_pairs(keys, idx, m):
-    """Sort ``keys[:m]`` ascending in place, applying the same permutation to ``idx[:m]``."""
-    if m < 2:
-        return
+def _heapify_min(keys, idx, m):
+    """Arrange ``keys[:m]`` (and ``idx[:m]`` alike) as a binary min-heap, O(m)."""
     for start in range((m - 2) // 2, -1, -1):
-        _sift_down(keys, idx, start, m - 1)
-    for end in range(m - 1, 0, -1):
+        _sift_down_min(keys, idx, start, m - 1)
+
+
+@jit
+def _pop_min(keys, idx, pos):
+    """Move the heap minimum of ``keys[:pos + 1]`` to ``pos``; the heap shrinks to ``[0, pos)``.
+
+    Popping at ``pos = m - 1, m - 2, ...`` leaves the ``j``-th smallest key at ``m - 1 - j``,
+    and after each pop ``keys[0]`` is the next smallest (when ``pos > 0``).
+    """
+    if pos > 0:
         tk = keys[0]
-        keys[0] = keys[end]
-        keys[end] = tk
+        keys[0] = keys[pos]
+        keys[pos] = tk
         ti = idx[0]
-        idx[0] = idx[end]
-        idx[end] = ti
-        _sift_down(keys, idx, 0, end - 1)
+        idx[0] = idx[pos]
+        idx[pos] = ti
+        _sift_down_min(keys, idx, 0, pos - 1)
 
 
 @jit
@@ -331,7 +339,10 @@ def _solve_kernel(arc, iv, target, thr, idx, out):
         if m == 0:
             out[i] = np.inf
             continue
-        _heapsort_pairs(thr, idx, m)
+        # walk the thresholds in ascending order, popping them lazily from a min-heap: the
+        # walk usually stops after the brightest few pixels, so it costs O(m + k log m) rather
+        # than a full sort; the j-th smallest threshold lands at position m - 1 - j
+        _heapify_min(thr, idx, m)
         s_sum = 0.0
         v_sum = 0.0
         res = np.inf
@@ -339,18 +350,20 @@ def _solve_kernel(arc, iv, target, thr, idx, out):
         jump = np.inf  # first upward jump over the target (used when no exact crossing exists)
         jump_last = 0
         for j in range(m):
-            p = idx[j]
+            pos = m - 1 - j
+            _pop_min(thr, idx, pos)
+            p = idx[pos]
             s_sum += np.float64(arc[i, p])
             v_sum += 1.0 / np.float64(iv[i, p])
-            if j + 1 < m and thr[j + 1] == thr[j]:
+            t_next = thr[0] if pos > 0 else np.inf
+            if t_next == thr[pos]:
                 continue  # pixels entering together form one step
-            t_next = thr[j + 1] if j + 1 < m else np.inf
             s = tgt * np.sqrt(v_sum) / s_sum
-            if s < thr[j]:
+            if s < thr[pos]:
                 # f already exceeds the target on this whole piece (it jumped over it); a later
                 # piece can come back down after a downward jump and cross it exactly
                 if not np.isfinite(jump):
-                    jump = thr[j]
+                    jump = thr[pos]
                     jump_last = j
                 continue
             if s < t_next:
@@ -369,7 +382,7 @@ def _solve_kernel(arc, iv, target, thr, idx, out):
                 ok = True
                 tries += 1
                 for jj in range(last + 1):
-                    p = idx[jj]
+                    p = idx[m - 1 - jj]
                     if res * np.float64(arc[i, p]) < 1.0 / np.sqrt(np.float64(iv[i, p])):
                         ok = False
                         res = np.nextafter(res, np.inf)
@@ -389,7 +402,9 @@ def solve_amplitude_for_arc_snr(
     ``f(s) == target`` when the target is attained on some linear piece, else (the target lies
     in a gap skipped by upward jumps) the smallest ``s`` with ``f(s) >= target``. Thresholds
     ``t_p = sigma_p / u_p`` are sorted and the linear equation ``s * S_k / sqrt(V_k) = target``
-    solved piece by piece: no grid, no bisection, ``O(N log N)`` per sample.
+    solved piece by piece: no grid, no bisection; the thresholds come off a min-heap in
+    ascending order only as far as the walk goes (``O(N + k log N)`` per sample, ``k`` the pixels
+    walked).
 
     Parameters
     ----------
