@@ -69,6 +69,31 @@ def test_resume_keeps_done_chunks_and_mismatch_refused(tmp_path):
     assert pending_chunks(p) == [0, 1, 2]
 
 
+def test_writes_after_a_rebuild_with_another_geometry_use_the_new_arrays(tmp_path):
+    """write_chunk keeps array handles per process (keyed by path and manifest): a store rebuilt
+    at the same path with another size and chunking must be written through its new arrays."""
+    p = tmp_path / "s.zarr"
+    _make(p)
+    _write_all(p)
+    create_store(p, n_samples=6, stage="test", config={"a": 2}, seed=1, stamp_size=ST,
+                 chunk_size=3, overwrite=True)
+    man = store_geometry(p)
+    for i, (a, b) in enumerate(chunk_bounds(6, 3)):
+        write_chunk(p, i, fake_chunk(np.arange(a, b) + 500, variables=man["variables"],
+                                     stamp_size=ST))
+    finalize_store(p)
+    assert validate(p) == []
+    assert read_chunk(p, 1)["sample"].tolist() == [503, 504, 505]
+    assert open_store(p).sizes["sample"] == 6
+
+
+def test_read_of_a_missing_variable_names_it(tmp_path):
+    p = _make(tmp_path / "s.zarr")
+    _write_all(p)
+    with pytest.raises(StoreError, match="no variable 'nope'"):
+        read_chunk(p, 0, ["sample", "nope"])
+
+
 def test_lock_refuses_second_writer(tmp_path):
     p = _make(tmp_path / "s.zarr")
     with store_lock(p), pytest.raises(StoreLockedError), store_lock(p):
