@@ -333,21 +333,20 @@ def render_sample(
             rpix = block_pixel_radius(jb[2], jb[3], jb[4], jb[5], side_b, pix, curv)
             if block_single_sample(mx, my, rm, rpix, kind, sp, img, tols):
                 stats[6] += 1
-                for pi in range(bs):
-                    yc = y0 + (pi + 0.5) * pix
+                for k in range(bs * bs):  # row by row, as in the per-pixel loop below
+                    pi, pj = divmod(k, bs)
+                    bx, by = trace_jacobian(x0 + (pj + 0.5) * pix, y0 + (pi + 0.5) * pix,
+                                            lens, tab)[:2]
+                    val = source_value(bx, by, kind, sp, img) * area
+                    if val == 0.0:
+                        continue  # outside the source: nothing to add or store
+                    stats[3] += 1
+                    stats[2] += 1
+                    total += val
                     ri = pi0 + pi - a_lo
-                    for pj in range(bs):
-                        xc = x0 + (pj + 0.5) * pix
-                        bx, by, j11, j12, j21, j22 = trace_jacobian(xc, yc, lens, tab)
-                        val = source_value(bx, by, kind, sp, img) * area
-                        if val == 0.0:
-                            continue
-                        stats[3] += 1
-                        stats[2] += 1
-                        total += val
-                        rj = pj0 + pj - a_lo
-                        if 0 <= ri < npx and 0 <= rj < npx:
-                            region[ri, rj] = val
+                    rj = pj0 + pj - a_lo
+                    if 0 <= ri < npx and 0 <= rj < npx:
+                        region[ri, rj] = val
                 continue
             for pi in range(bs):
                 yc = y0 + (pi + 0.5) * pix
