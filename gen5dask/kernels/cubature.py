@@ -312,7 +312,8 @@ def render_sample(
                 cbx[bi + 1, bj], cby[bi + 1, bj], cbx[bi + 1, bj + 1], cby[bi + 1, bj + 1],
             )
             d = rect_distance(x0, x0 + side_b, y0, y0 + side_b)
-            rm = r + 0.25 * side_b * side_b * sie_second_derivative_bound(b, q, d)
+            curv = sie_second_derivative_bound(b, q, d)
+            rm = r + 0.25 * side_b * side_b * curv
             if source_misses(mx, my, rm, kind, sp, img):
                 continue
             stats[1] += 1
@@ -329,12 +330,12 @@ def render_sample(
             xb = x0 + 0.5 * side_b
             yb = y0 + 0.5 * side_b
             jb = trace_jacobian(xb, yb, lens, tab)
-            curv = sie_second_derivative_bound(b, q, d)
             rpix = block_pixel_radius(jb[2], jb[3], jb[4], jb[5], side_b, pix, curv)
             if block_single_sample(mx, my, rm, rpix, kind, sp, img, tols):
                 stats[6] += 1
                 for k in range(bs * bs):  # row by row, as in the per-pixel loop below
                     pi, pj = divmod(k, bs)
+                    # trace_jacobian, not trace: the per-pixel path's positions to the last bit
                     bx, by = trace_jacobian(x0 + (pj + 0.5) * pix, y0 + (pi + 0.5) * pix,
                                             lens, tab)[:2]
                     val = source_value(bx, by, kind, sp, img) * area
