@@ -37,6 +37,14 @@ per-run fixed part and the last chunk's imbalance decide the ratios.
 
 Numbers depend on the machine and on whatever else runs on it; the JSON records ``cpu_count``
 and the load average before and after.
+
+The machine's own ceiling, in the same run (``reference``, :mod:`scaling_reference`): the
+1 -> 2 process speedup of a numba loop with no memory traffic (``compute``: does the machine
+give two busy processes two full cores?) and of the stage's per-chunk computation on in-memory
+hosts, without the store, the scheduler or the driver (``inject_rows``).
+``speedup_1_to_2_workers_vs_reference`` divides the stage's speedup by the ``inject_rows`` one,
+and ``stamps_per_s_2workers_vs_in_memory`` the stage's 2-worker rate by the in-memory rate of two
+processes (what the store reads and writes, Dask and the driver leave of it).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+import scaling_reference
 
 STAMP = 64
 CHUNK = 256
@@ -220,32 +228,9 @@ def profile_sync(out: Path, hosts: Path, top: int = 14) -> dict:
 
 def _warm() -> None:
     """Load every jitted kernel (numba cache) in a worker with a tiny injection batch."""
-    from gen5dask.config import config_from_dict
     from gen5dask.injection.batch import inject_rows
-    from gen5dask.injection.ids import ROLE_INJECTION
-    from gen5dask.injection.laws import MODE_CODES, TargetDistribution
-    from gen5dask.injection.plan import HOST_VARS, PLAN_DTYPE
-    from gen5dask.injection.spec import InjectSpec
-    from gen5dask.store.testing import synthetic_host_chunk
 
-    tpl = synthetic_host_chunk(4, stamp_size=STAMP)
-    plan = np.zeros(4, dtype=PLAN_DTYPE)
-    plan["sample"] = np.arange(4)
-    plan["host_id"] = np.arange(4)
-    plan["role"] = ROLE_INJECTION
-    plan["mode"] = [MODE_CODES["calibrated"], MODE_CODES["uncalibrated"]] * 2
-    plan["host_mag_r"] = 19.0
-    cfg = config_from_dict({})
-    t = TargetDistribution(cfg.calibrate.bins, cfg.calibrate.fractions)
-    host = {k: v for k, v in tpl.items() if k in HOST_VARS}
-    host["kind"] = np.zeros(4, dtype=np.int8)
-    host["split"] = np.zeros(4, dtype=np.int8)
-    host["brickname"] = np.zeros(4, dtype=np.int32)
-    spec = InjectSpec.from_config(
-        cfg.inject, seed=cfg.seed, pixscale=cfg.pixscale, bands=("g", "r", "z"),
-        stamp_size=STAMP, target=t,
-    )
-    inject_rows(host, plan, spec)
+    inject_rows(*scaling_reference.chunk_batch(6, STAMP))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -280,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work / "hosts_s.zarr", ignore_errors=True)
         hosts_b = make_host_store(work / "hosts_b.zarr", n_big // per_host)
         t_b, n_b, rss_b, _ = _run(work / "out", hosts_b, 2)
+        reference = scaling_reference.measure(rounds=3, inject_rows_n=CHUNK)
         result = {
             "cpu_count": os.cpu_count(),
             "loadavg_before": [round(v, 2) for v in load_before],
@@ -309,6 +295,11 @@ def main(argv: list[str] | None = None) -> dict:
             "n_stamps_200k": n_b,
             "peak_rss_mb_200k": rss_b,
             "stamps_per_s_2workers_big": n_b / t_b,
+            "reference": reference,
+            "speedup_1_to_2_workers_vs_reference":
+                (t_1 / t_2) / reference["inject_rows"]["speedup_1_to_2"],
+            "stamps_per_s_2workers_vs_in_memory":
+                (n_out / t_2) / reference["inject_rows"]["per_s_2proc"],
             "quick": bool(args.quick),
         }
         if prof is not None:
