@@ -38,13 +38,46 @@ THREAD_CAPS = {
     "NUMBA_NUM_THREADS": "1",
 }
 
+BATCH_DASK_CONFIG: dict[str, Any] = {
+    # the workers' statistical profiler samples every task thread 100 times a second; it only
+    # feeds the dashboard's profile page
+    "distributed.worker.profile.enabled": False,
+    # event-loop health check of the scheduler, the nannies and the workers (default 20 ms)
+    "distributed.admin.tick.interval": "1s",
+    # CPU, memory and network samples for the dashboard (default 500 ms)
+    "distributed.admin.system-monitor.interval": "2s",
+    # worker memory against its limit (default 100 ms)
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+"""Dask settings for long batch stages: an idle 2-worker LocalCluster then burns 0.3 CPU-s per
+15 s instead of 1.9-2.1 (measured, docs/scale.md); ``cluster.dask_config`` overrides them."""
+
+
+def dask_settings(cfg: ClusterConfig) -> dict[str, Any]:
+    """Dask settings of the clusters gen5dask starts: :data:`BATCH_DASK_CONFIG`, then
+    ``cluster.dask_config``."""
+    return {**BATCH_DASK_CONFIG, **cfg.dask_config}
+
+
+def dask_env(settings: dict[str, Any]) -> dict[str, str]:
+    """The same settings as ``DASK_*`` environment variables (batch-job workers read their
+    config from the environment): ``distributed.worker.profile.enabled`` ->
+    ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED``; values as Dask parses them back."""
+    env = {}
+    for key, value in settings.items():
+        name = "DASK_" + "__".join(part.upper().replace("-", "_") for part in key.split("."))
+        env[name] = str(value)
+    return env
+
 
 def worker_env(cfg: ClusterConfig) -> dict[str, str]:
-    """Environment of every worker: thread caps, numba cache dir, user extras."""
+    """Environment of every worker: thread caps, numba cache dir, Dask settings
+    (:func:`dask_settings`), user extras."""
     env = dict(THREAD_CAPS)
     env["NUMBA_CACHE_DIR"] = os.environ.get(
         "NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "gen5dask", "numba")
     )
+    env.update(dask_env(dask_settings(cfg)))
     env.update(cfg.worker_env)
     return env
 
@@ -196,6 +229,20 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = False) -> Iterator[Any]:
     if cfg.kind == "synchronous":
         yield None
         return
+    if cfg.kind == "address":
+        with _client(cfg, quiet=quiet) as client:
+            yield client
+        return
+    import dask
+
+    # read by the scheduler, the nannies and (through them, or the job script's environment)
+    # the workers when they start; kept for the client's lifetime
+    with dask.config.set(dask_settings(cfg)), _client(cfg, quiet=quiet) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _client(cfg: ClusterConfig, *, quiet: bool) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     for k, v in THREAD_CAPS.items():
@@ -241,12 +288,15 @@ def dask_client(cfg: ClusterConfig, *, quiet: bool = False) -> Iterator[Any]:
 
 
 __all__ = [
+    "BATCH_DASK_CONFIG",
     "NO_WORKER_HINT_S",
     "SCHEDULER_PLACEHOLDER",
     "THREAD_CAPS",
     "WORKER_NAME_PLACEHOLDER",
     "JobKeeper",
     "dask_client",
+    "dask_env",
+    "dask_settings",
     "keep_jobs",
     "keeper_interval_s",
     "make_jobqueue_cluster",

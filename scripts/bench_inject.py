@@ -18,6 +18,9 @@ Measurements (wall clock, including the host scan, store writes and Dask overhea
   processes with one thread each; ``speedup_1_to_2_workers`` and ``ratio_2workers_vs_sync``;
 * ``stamps_per_s_2workers_dask_malloc_trim``: 2 workers with distributed's default
   ``MALLOC_TRIM_THRESHOLD_=65536`` (the other Dask runs drop it, see :func:`_run`);
+* ``stamps_per_s_2workers_dask_defaults`` (and its ``cpu_ms_per_stamp_...``): 2 workers with
+  distributed's own settings instead of gen5dask's batch settings (statistical profiler on,
+  20 ms tick, ...; the other Dask runs use ``gen5dask.cluster.BATCH_DASK_CONFIG``);
 * ``peak_rss_mb_10k`` / ``peak_rss_mb_200k``: the largest peak RSS of any worker (2 workers)
   after injecting into 10k / 200k output stamps' worth of hosts (``--quick``: 3k and 30k
   stamps, keys keep their names and ``n_stamps_*`` records the sizes). Flat RSS between the two
@@ -127,13 +130,16 @@ class _PhaseTimer:
 
 
 def _run(
-    out: Path, hosts: Path, n_workers: int | None, *, malloc_trim: bool = False
+    out: Path, hosts: Path, n_workers: int | None, *, malloc_trim: bool = False,
+    dask_defaults: bool = False,
 ) -> tuple[float, int, float | None, dict]:
     """Inject into ``hosts`` -> (seconds, output stamps, max worker peak RSS MB, phases).
 
     ``malloc_trim=False`` drops distributed's default ``MALLOC_TRIM_THRESHOLD_=65536`` from the
     worker environment: setting it switches off glibc's dynamic mmap threshold, so every
     chunk-sized numpy array is mmapped and page-faulted afresh (~30 % slower here).
+    The cluster runs with gen5dask's batch settings (``gen5dask.cluster.BATCH_DASK_CONFIG``, as
+    ``gen5dask run`` does) unless ``dask_defaults`` asks for distributed's own.
     """
     import dask
 
@@ -154,13 +160,17 @@ def _run(
     else:
         from distributed import Client, LocalCluster
 
+        from gen5dask.cluster import BATCH_DASK_CONFIG, dask_env
+
         env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1"}
+        settings = {} if dask_defaults else dict(BATCH_DASK_CONFIG)
+        env.update(dask_env(settings))
         environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
         if not malloc_trim:
             environ.pop("MALLOC_TRIM_THRESHOLD_", None)
         with (
-            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+            dask.config.set({**settings, "distributed.nanny.pre-spawn-environ": environ}),
             LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                          dashboard_address=None, env=env, silence_logs=40,
                          memory_limit="4GiB") as lc,
@@ -260,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         t_1, _, _, ph_1 = _run(work / "out", hosts_tp, 1)
         t_2, _, _, ph_2 = _run(work / "out", hosts_tp, 2)
         t_2trim, _, _, _ = _run(work / "out", hosts_tp, 2, malloc_trim=True)
+        t_2def, _, _, ph_2def = _run(work / "out", hosts_tp, 2, dask_defaults=True)
         hosts_s = make_host_store(work / "hosts_s.zarr", n_small // per_host)
         _, n_s, rss_s, _ = _run(work / "out", hosts_s, 2)
         shutil.rmtree(work / "hosts_s.zarr", ignore_errors=True)
@@ -278,6 +289,9 @@ def main(argv: list[str] | None = None) -> dict:
             "stamps_per_s_1worker": n_out / t_1,
             "stamps_per_s_2workers": n_out / t_2,
             "stamps_per_s_2workers_dask_malloc_trim": n_out / t_2trim,
+            "stamps_per_s_2workers_dask_defaults": n_out / t_2def,
+            "cpu_ms_per_stamp_2workers_dask_defaults": round(
+                1e3 * (ph_2def["cpu_driver"] + ph_2def["cpu_workers"]) / n_out, 3),
             "rendered_per_s_2workers": n_out * 2 / 3 / t_2,
             "speedup_1_to_2_workers": t_1 / t_2,
             "ratio_2workers_vs_sync": t_sync / t_2,

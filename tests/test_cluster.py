@@ -156,3 +156,9 @@ def test_keeper_polls_within_the_lost_worker_timeout():
         assert keeper_interval_s(5.0) == 0.5
     with dask.config.set({"distributed.deploy.lost-worker-timeout": 4}):
         assert keeper_interval_s(1.0) == 1.0
+
+
+def test_job_script_carries_the_dask_settings():
+    text = render_job_script(ClusterConfig(kind="slurm", queue="q", cores=2))
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in text
+    assert "export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s" in text
