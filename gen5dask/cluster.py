@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -84,7 +85,9 @@ def worker_env(cfg: ClusterConfig) -> dict[str, str]:
 
 def _jobqueue_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
     env = worker_env(cfg)
-    prologue = list(cfg.job_script_prologue) + [f"export {k}={v}" for k, v in env.items()]
+    prologue = list(cfg.job_script_prologue) + [
+        f"export {k}={shlex.quote(v)}" for k, v in env.items()
+    ]
     kw: dict[str, Any] = {
         "cores": cfg.cores,
         "processes": cfg.processes or cfg.cores,

@@ -162,3 +162,9 @@ def test_job_script_carries_the_dask_settings():
     text = render_job_script(ClusterConfig(kind="slurm", queue="q", cores=2))
     assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in text
     assert "export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s" in text
+
+
+def test_job_script_quotes_environment_values():
+    cfg = ClusterConfig(kind="slurm", queue="q", cores=2,
+                        worker_env={"SITE_NOTE": "two words; $HOME"})
+    assert "export SITE_NOTE='two words; $HOME'" in render_job_script(cfg)
