@@ -160,10 +160,9 @@ def _run(
     else:
         from distributed import Client, LocalCluster
 
-        from gen5dask.cluster import BATCH_DASK_CONFIG, dask_env
+        from gen5dask.cluster import BATCH_DASK_CONFIG, THREAD_CAPS, dask_env
 
-        env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1"}
+        env = dict(THREAD_CAPS)
         settings = {} if dask_defaults else dict(BATCH_DASK_CONFIG)
         env.update(dask_env(settings))
         environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))

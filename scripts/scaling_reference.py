@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_mod
 import statistics
 import sys
 import time
@@ -31,12 +32,14 @@ from pathlib import Path
 import numpy as np
 
 STAMP = 64
+#: the references :func:`measure` times.
+KINDS = ("compute", "inject_rows")
 
 
 def _compute_kernel():
-    from gen5dask.kernels._jit import jit
+    import numba
 
-    @jit
+    @numba.njit(nogil=True)
     def loop(n):
         x = 0.0
         y = 1.0
@@ -78,6 +81,9 @@ def chunk_batch(n_rows: int, stamp_size: int = STAMP):
 
 def _worker(kind: str, size: int, repeats: int, barrier, queue) -> None:
     """One process: set up and warm outside the timing, wait for the others, time the work."""
+    if kind not in KINDS:
+        msg = f"scaling reference: unknown kind {kind!r} (known: {', '.join(KINDS)})"
+        raise ValueError(msg)
     if kind == "compute":
         loop = _compute_kernel()
         loop(1000)
@@ -108,12 +114,22 @@ def timed_processes(kind: str, n_proc: int, size: int, repeats: int) -> float:
              for _ in range(n_proc)]
     for p in procs:
         p.start()
-    times = [queue.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            msg = f"scaling reference: a {kind} process exited with code {p.exitcode}"
-            raise RuntimeError(msg)
+    times: list[float] = []
+    try:
+        while len(times) < n_proc:
+            try:
+                times.append(queue.get(timeout=1.0))
+            except queue_mod.Empty:
+                failed = [p.exitcode for p in procs if p.exitcode]
+                if failed:  # the others would wait at the barrier forever
+                    msg = (f"scaling reference: a {kind} process exited with code {failed[0]}"
+                           " (its traceback is above)")
+                    raise RuntimeError(msg) from None
+    finally:
+        for p in procs:
+            if p.is_alive() and len(times) < n_proc:
+                p.terminate()
+            p.join()
     return max(times)
 
 

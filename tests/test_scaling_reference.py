@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 _PATH = Path(__file__).resolve().parents[1] / "scripts" / "scaling_reference.py"
 _SPEC = importlib.util.spec_from_file_location("scaling_reference", _PATH)
@@ -35,3 +36,9 @@ def test_timed_runs_each_process_and_reports_the_slowest(monkeypatch):
     one = sr.timed_processes("compute", 1, 200_000, 1)
     two = sr.timed_processes("compute", 2, 200_000, 1)
     assert one > 0 and two > 0
+
+
+def test_a_failing_process_is_reported_not_waited_for(monkeypatch):
+    monkeypatch.syspath_prepend(str(_PATH.parent))
+    with pytest.raises(RuntimeError, match="exited with code"):
+        sr.timed_processes("no-such-kind", 2, 1, 1)
